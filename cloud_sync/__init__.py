@@ -1,0 +1,1 @@
+"""Sync client (hub side) and the cloud twin service that endocrinologists use."""

@@ -1,0 +1,1 @@
+"""The twin's model, the forecaster, and their training and evaluation."""
