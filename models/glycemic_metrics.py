@@ -125,8 +125,8 @@ def glycemic_metrics(glucose_mg_dl: ArrayLike, sample_interval_min: float = 5.0)
         sd = np.sqrt(squared_dev / np.where(n_valid > 1, n_valid - 1, np.nan))
         f = risk_transform(np.where(valid, g, 112.5))
         risk = 10.0 * f**2
-        lbgi = np.where(f < 0, risk, 0.0).sum(axis=-1) / denominator
-        hbgi = np.where(f > 0, risk, 0.0).sum(axis=-1) / denominator
+        lbgi = np.where(valid & (f < 0), risk, 0.0).sum(axis=-1) / denominator
+        hbgi = np.where(valid & (f > 0), risk, 0.0).sum(axis=-1) / denominator
         metrics: dict[str, NDArray] = {
             "readings_count": n_valid.astype(int),
             "expected_readings_count": np.full(n_valid.shape, n_expected, dtype=int),
