@@ -1,0 +1,287 @@
+"""The recommender: from the twin's what-if predictions to one bounded, explained piece of advice.
+
+How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
+
+1. ``no action`` prediction: predicted minimum and eventual glucose with nothing done.
+2. Sensitivity used: the configured ISF, or the twin's estimate when the twin thinks the person is MORE
+   sensitive (less insulin). A twin that thinks the person needs more insulin does not raise doses: that
+   evidence goes to the clinician's settings review instead.
+3. Meal bolus = carbs / CR; correction = (eventual glucose without the meal - target) / ISF, where the
+   eventual glucose already includes insulin and carbs on board (so IOB is not subtracted twice). A negative
+   correction reduces the meal bolus, as bolus calculators do.
+4. The bolus is then reduced (bisection) until the predicted minimum WITH the bolus stays at or above the
+   suspend threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value).
+5. Hypoglycaemia prevention: if glucose is low, or the no-action prediction falls below the low threshold
+   within 60 min, the smallest amount of fast carbs (5 g steps) that keeps the prediction above it.
+6. Temporary basal (pumps that support it, no meal): suspend on a predicted low, a high temp for a small
+   correction need, a low temp when the eventual glucose is below target.
+7. Every proposal passes :func:`edge.safety.apply_hard_limits`; the rules that changed it are listed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..safety import DoseProposal, DosingContext, LimitedDose, SafetyLimits, apply_hard_limits
+from ..therapy_settings import TherapySettings
+from .prediction import HypotheticalAction, PredictedGlucose, Predictor
+from .snapshot import HubSnapshot
+
+LOW_MG_DL = 70.0
+HYPO_LOOKAHEAD_MIN = 60.0
+RESCUE_TARGET_MG_DL = 80.0
+RESCUE_ABSORPTION_MIN = 45.0
+RESCUE_ACTS_AFTER_MIN = 30.0
+BOLUS_ACTS_AFTER_MIN = 15.0
+MIN_SAFETY_MARGIN_MG_DL = 10.0
+SMALL_CORRECTION_U = 1.0
+TEMP_BASAL_DURATION_MIN = 30.0
+
+
+class AdviceKind(StrEnum):
+    MEAL_BOLUS = "meal_bolus"
+    CORRECTION_BOLUS = "correction_bolus"
+    RESCUE_CARBS = "rescue_carbs"
+    SUSPEND = "suspend"
+    TEMP_BASAL = "temp_basal"
+    NO_INSULIN = "no_insulin"
+    NO_ADVICE = "no_advice"
+
+
+@dataclass(frozen=True)
+class Advice:
+    kind: AdviceKind
+    dose: LimitedDose
+    summary: str
+    reasons: tuple[str, ...]
+    numbers: dict[str, Any]
+    without: PredictedGlucose | None = None
+    with_advice: PredictedGlucose | None = None
+    timing: str | None = None
+    limits_applied: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "summary": self.summary,
+            "timing": self.timing,
+            "bolus_u": self.dose.bolus_u,
+            "meal_bolus_u": self.dose.meal_bolus_u,
+            "correction_bolus_u": self.dose.correction_bolus_u,
+            "temp_basal_u_per_h": self.dose.temp_basal_u_per_h,
+            "temp_basal_duration_min": self.dose.temp_basal_duration_min,
+            "rescue_carbs_g": self.dose.rescue_carbs_g,
+            "reasons": list(self.reasons),
+            "limits_applied": [f"{a.rule}: {a.reason}" for a in self.dose.applied],
+            "numbers": self.numbers,
+            "without": self.without.to_dict() if self.without else None,
+            "with_advice": self.with_advice.to_dict() if self.with_advice else None,
+        }
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _max_bolus_keeping_minimum(
+    predictor: Predictor, bolus_u: float, carbs_g: float, floor_mg_dl: float, increment_u: float
+) -> float:
+    """The largest bolus <= ``bolus_u`` whose predicted minimum stays >= ``floor_mg_dl`` (bisection)."""
+    if bolus_u <= 0:
+        return 0.0
+
+    def keeps_minimum(units: float) -> bool:
+        trajectory = predictor.predict(HypotheticalAction(bolus_u=units, carbs_g=carbs_g))
+        # The next few minutes are already decided by what happened before; a bolus acts after that.
+        return trajectory.min_between_mg_dl(BOLUS_ACTS_AFTER_MIN, math.inf) >= floor_mg_dl
+
+    if keeps_minimum(bolus_u):
+        return bolus_u
+    low, high = 0.0, bolus_u
+    while high - low > increment_u / 2:
+        middle = (low + high) / 2
+        if keeps_minimum(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def _rescue_carbs_g(predictor: Predictor, cap_g: float) -> tuple[float, PredictedGlucose | None]:
+    """Smallest fast-carb amount (5 g steps, up to ``cap_g``) keeping 30-90 min from now above the rescue target."""
+    grams = 5.0
+    trajectory = None
+    while grams <= max(cap_g, 5.0):
+        trajectory = predictor.predict(HypotheticalAction(carbs_g=grams, carbs_absorption_min=RESCUE_ABSORPTION_MIN))
+        # Fast carbs need ~15-30 min to act: judge the hour after that, not the low that is already here.
+        if trajectory.min_between_mg_dl(RESCUE_ACTS_AFTER_MIN, RESCUE_ACTS_AFTER_MIN + HYPO_LOOKAHEAD_MIN) >= RESCUE_TARGET_MG_DL:
+            return grams, trajectory
+        grams += 5.0
+    return max(cap_g, 5.0), trajectory
+
+
+def recommend(
+    snapshot: HubSnapshot,
+    settings: TherapySettings,
+    limits: SafetyLimits,
+    predictor: Predictor,
+    *,
+    announced_carbs_g: float = 0.0,
+) -> Advice:
+    """One piece of advice for now; ``announced_carbs_g`` > 0 asks for a meal bolus."""
+    reasons: list[str] = []
+    if not _finite(announced_carbs_g) or announced_carbs_g < 0:
+        raise ValueError(f"announced carbs must be a finite, non-negative number of grams, not {announced_carbs_g!r}")
+    if announced_carbs_g > limits.max_meal_carbs_g:
+        raise ValueError(
+            f"{announced_carbs_g:g} g is more than the {limits.max_meal_carbs_g:g} g a single meal may announce"
+        )
+    context_base = dict(
+        glucose_mg_dl=snapshot.glucose_mg_dl,
+        glucose_age_min=snapshot.glucose_age_min,
+        iob_u=snapshot.iob_u,
+        minutes_since_last_bolus=snapshot.minutes_since_last_bolus,
+        scheduled_basal_u_per_h=snapshot.scheduled_basal_u_per_h,
+        bolus_increment_u=settings.bolus_increment_u,
+        basal_increment_u_per_h=settings.basal_increment_u_per_h,
+        cgm_quality=snapshot.cgm_quality,
+    )
+
+    try:
+        no_action = predictor.predict(HypotheticalAction())
+        with_meal = predictor.predict(HypotheticalAction(carbs_g=announced_carbs_g)) if announced_carbs_g else no_action
+    except Exception as error:  # a predictor failure must never become a dose
+        context = DosingContext(predicted_min_glucose_mg_dl=None, **context_base)
+        dose = apply_hard_limits(DoseProposal(), context, limits)
+        return Advice(AdviceKind.NO_ADVICE, dose, "No advice: the forecast is unavailable.",
+                      (f"prediction failed: {error}",), {"error": str(error)})
+
+    isf_configured = settings.insulin_sensitivity_mg_dl_per_u
+    isf_twin = snapshot.estimated_isf_mg_dl_per_u
+    isf = max(isf_configured, isf_twin) if _finite(isf_twin) and isf_twin > 0 else isf_configured  # type: ignore[operator]
+    cr = settings.carb_ratio_g_per_u
+    target = settings.target_mg_dl
+    floor = limits.suspend_threshold_mg_dl + MIN_SAFETY_MARGIN_MG_DL
+
+    numbers: dict[str, Any] = {
+        "glucose_mg_dl": snapshot.glucose_mg_dl,
+        "trend_mg_dl_min": snapshot.trend_mg_dl_min,
+        "iob_u": snapshot.iob_u,
+        "cob_g": snapshot.cob_g,
+        "predicted_min_mg_dl": round(no_action.min_mg_dl(), 1),
+        "predicted_min_with_meal_mg_dl": round(with_meal.min_mg_dl(), 1),
+        "eventual_mg_dl": round(no_action.eventual_mg_dl, 1),
+        "eventual_with_meal_mg_dl": round(with_meal.eventual_mg_dl, 1),
+        "isf_used_mg_dl_per_u": isf,
+        "isf_configured_mg_dl_per_u": isf_configured,
+        "isf_twin_mg_dl_per_u": isf_twin,
+        "carb_ratio_g_per_u": cr,
+        "target_mg_dl": target,
+        "announced_carbs_g": announced_carbs_g,
+    }
+    context = DosingContext(predicted_min_glucose_mg_dl=with_meal.min_mg_dl(), **context_base)
+
+    glucose = snapshot.glucose_mg_dl
+    low_now = _finite(glucose) and glucose < LOW_MG_DL  # type: ignore[operator]
+    low_soon = no_action.min_mg_dl(HYPO_LOOKAHEAD_MIN) < LOW_MG_DL
+    if (low_now or low_soon) and not announced_carbs_g:
+        grams, with_carbs = _rescue_carbs_g(predictor, limits.max_rescue_carbs_g)
+        reasons.append(
+            f"glucose {glucose:.0f} mg/dL is low" if low_now else
+            f"predicted to fall to {no_action.min_mg_dl(HYPO_LOOKAHEAD_MIN):.0f} mg/dL within {HYPO_LOOKAHEAD_MIN:.0f} min"
+        )
+        proposal = DoseProposal(rescue_carbs_g=grams,
+                                temp_basal_u_per_h=0.0 if snapshot.pump_supports_temp_basal else None,
+                                temp_basal_duration_min=TEMP_BASAL_DURATION_MIN)
+        dose = apply_hard_limits(proposal, context, limits)
+        numbers["rescue_carbs_needed_g"] = grams
+        if dose.rescue_carbs_g > 0:
+            summary = f"Eat {dose.rescue_carbs_g:.0f} g of fast-acting carbs now and recheck in 15 min."
+            if dose.temp_basal_u_per_h == 0.0:
+                summary += " Suspend basal for 30 min."
+            return Advice(AdviceKind.RESCUE_CARBS, dose, summary, tuple(reasons), numbers, no_action, with_carbs)
+        return _no_dose_advice(dose, reasons, numbers, no_action)
+
+    # Bolus arithmetic.
+    meal_u = announced_carbs_g / cr
+    correction_u = (no_action.eventual_mg_dl - target) / isf
+    total_u = max(meal_u + correction_u, 0.0)
+    numbers.update(meal_bolus_by_ratio_u=round(meal_u, 3), correction_by_eventual_u=round(correction_u, 3))
+    if announced_carbs_g:
+        reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {meal_u:.2f} U for the meal")
+    if correction_u > 0:
+        reasons.append(
+            f"eventual {no_action.eventual_mg_dl:.0f} mg/dL is above target {target:.0f}: "
+            f"({no_action.eventual_mg_dl:.0f} - {target:.0f}) / {isf:g} = {correction_u:.2f} U"
+        )
+    elif correction_u < 0 and announced_carbs_g:
+        reasons.append(f"eventual {no_action.eventual_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
+    safe_total = _max_bolus_keeping_minimum(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u)
+    if safe_total < total_u - 1e-9:
+        reasons.append(f"reduced to {safe_total:.2f} U so the predicted minimum stays above {floor:.0f} mg/dL")
+        numbers["reduced_for_predicted_minimum_u"] = round(total_u - safe_total, 3)
+    meal_part = min(meal_u, safe_total)
+    correction_part = safe_total - meal_part
+
+    temp = None
+    if snapshot.pump_supports_temp_basal and not announced_carbs_g:
+        scheduled = snapshot.scheduled_basal_u_per_h
+        if no_action.min_mg_dl() < floor:
+            temp = 0.0
+            reasons.append(f"predicted minimum {no_action.min_mg_dl():.0f} mg/dL: suspend basal")
+        elif 0 < correction_part < SMALL_CORRECTION_U:
+            temp = scheduled + correction_part * 60.0 / TEMP_BASAL_DURATION_MIN
+            reasons.append(f"small correction {correction_part:.2f} U given as a temp basal over 30 min")
+            correction_part = 0.0
+        elif no_action.eventual_mg_dl < target - 20:
+            deficit_u = (target - no_action.eventual_mg_dl) / isf
+            temp = max(scheduled - deficit_u * 60.0 / TEMP_BASAL_DURATION_MIN, 0.0)
+            reasons.append(f"eventual {no_action.eventual_mg_dl:.0f} mg/dL below target: lower basal")
+    proposal = DoseProposal(meal_bolus_u=meal_part, correction_bolus_u=correction_part, temp_basal_u_per_h=temp,
+                            temp_basal_duration_min=TEMP_BASAL_DURATION_MIN)
+    dose = apply_hard_limits(proposal, context, limits)
+    with_advice = predictor.predict(HypotheticalAction(
+        bolus_u=dose.bolus_u, carbs_g=announced_carbs_g, temp_basal_u_per_h=dose.temp_basal_u_per_h,
+        temp_basal_duration_min=dose.temp_basal_duration_min))
+    numbers["predicted_min_with_advice_mg_dl"] = round(with_advice.min_mg_dl(), 1)
+    numbers["eventual_with_advice_mg_dl"] = round(with_advice.eventual_mg_dl, 1)
+
+    if dose.bolus_u > 0:
+        kind = AdviceKind.MEAL_BOLUS if announced_carbs_g else AdviceKind.CORRECTION_BOLUS
+        summary = f"Bolus {dose.bolus_u:.2f} U" + (f" for {announced_carbs_g:.0f} g" if announced_carbs_g else "")
+        timing = _pre_bolus_timing(snapshot, predictor, dose.bolus_u, announced_carbs_g, floor) if announced_carbs_g else None
+        return Advice(kind, dose, summary + ".", tuple(reasons), numbers, with_meal, with_advice, timing)
+    if dose.temp_basal_u_per_h is not None:
+        if dose.temp_basal_u_per_h == 0.0:
+            return Advice(AdviceKind.SUSPEND, dose, "Suspend basal for 30 min.", tuple(reasons), numbers,
+                          no_action, with_advice)
+        return Advice(AdviceKind.TEMP_BASAL, dose,
+                      f"Temporary basal {dose.temp_basal_u_per_h:.2f} U/h for {dose.temp_basal_duration_min:.0f} min.",
+                      tuple(reasons), numbers, no_action, with_advice)
+    return _no_dose_advice(dose, reasons, numbers, with_meal)
+
+
+def _no_dose_advice(dose: LimitedDose, reasons: list[str], numbers: dict[str, Any],
+                    trajectory: PredictedGlucose) -> Advice:
+    blocked = [a.reason for a in dose.applied]
+    if blocked:
+        return Advice(AdviceKind.NO_ADVICE if any(a.rule == "require_trustworthy_cgm" for a in dose.applied)
+                      else AdviceKind.NO_INSULIN, dose, "No insulin now: " + blocked[0] + ".",
+                      tuple(reasons + blocked), numbers, trajectory, None)
+    return Advice(AdviceKind.NO_INSULIN, dose, "No insulin needed now.", tuple(reasons), numbers, trajectory, None)
+
+
+def _pre_bolus_timing(snapshot: HubSnapshot, predictor: Predictor, bolus_u: float, carbs_g: float,
+                      floor_mg_dl: float) -> str:
+    """Bolus 15 min before eating when that keeps the predicted minimum safe; otherwise at the meal."""
+    glucose = snapshot.glucose_mg_dl or 0.0
+    trend = snapshot.trend_mg_dl_min or 0.0
+    if glucose < 100 or trend < -1.0:
+        return "Bolus as you start eating (glucose is low-normal or falling)."
+    early = predictor.predict(HypotheticalAction(bolus_u=bolus_u, carbs_g=carbs_g, carbs_delay_min=15.0))
+    if early.min_mg_dl() >= floor_mg_dl:
+        return "Bolus about 15 min before eating."
+    return "Bolus as you start eating."

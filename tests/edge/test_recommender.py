@@ -1,0 +1,154 @@
+"""The recommender: arithmetic it explains, advice kinds, hard limits, and monotonicity under hypothesis."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.recommend import AdviceKind, HubSnapshot, recommend
+from edge.safety import CgmQuality, default_limits, limit_violations
+from edge.safety.rules import DosingContext
+from edge.therapy_settings import TherapySettings
+
+from .effect_sum_predictor import EffectSumPredictor
+
+ADULT_SETTINGS = TherapySettings(
+    age_group="adult", body_weight_kg=70, basal_u_per_h=1.0, insulin_sensitivity_mg_dl_per_u=50,
+    carb_ratio_g_per_u=10, target_mg_dl=110,
+)
+ADULT_LIMITS = default_limits("adult")
+
+
+def snapshot(glucose: float, **kw) -> HubSnapshot:
+    values = dict(glucose_mg_dl=glucose, glucose_age_min=2.0, trend_mg_dl_min=0.0, iob_u=0.0, cob_g=0.0,
+                  minutes_since_last_bolus=None, scheduled_basal_u_per_h=1.0)
+    values.update(kw)
+    return HubSnapshot(**values)
+
+
+def advise(glucose: float, carbs: float = 0.0, iob: float = 0.0, **kw):
+    predictor = EffectSumPredictor(glucose, iob_u=iob, trend_mg_dl_min=kw.get("trend_mg_dl_min", 0.0))
+    return recommend(snapshot(glucose, iob_u=iob, **kw), ADULT_SETTINGS, ADULT_LIMITS, predictor,
+                     announced_carbs_g=carbs)
+
+
+def test_meal_at_target_gets_carbs_over_ratio() -> None:
+    advice = advise(110, carbs=60)
+    assert advice.kind is AdviceKind.MEAL_BOLUS
+    assert advice.dose.bolus_u == pytest.approx(6.0)
+    assert advice.numbers["carb_ratio_g_per_u"] == 10
+    assert advice.numbers["meal_bolus_by_ratio_u"] == pytest.approx(6.0)
+    assert any("60 g / 10 g/U" in reason for reason in advice.reasons)
+    assert advice.without is not None and advice.with_advice is not None
+    assert advice.timing is not None
+
+
+def test_correction_is_computed_from_eventual_glucose() -> None:
+    advice = advise(260)
+    assert advice.kind is AdviceKind.CORRECTION_BOLUS
+    assert advice.dose.bolus_u == pytest.approx(3.0)  # (260 - 110) / 50
+
+
+def test_insulin_on_board_reduces_the_correction() -> None:
+    assert advise(260, iob=2.0).dose.bolus_u == pytest.approx(1.0, abs=0.06)
+
+
+def test_small_correction_becomes_a_temp_basal() -> None:
+    advice = advise(140)
+    assert advice.kind is AdviceKind.TEMP_BASAL
+    assert advice.dose.bolus_u == 0.0
+    assert advice.dose.temp_basal_u_per_h == pytest.approx(1.0 + 0.6 * 2, abs=0.06)
+
+
+def test_low_glucose_gets_rescue_carbs_and_a_suspend() -> None:
+    advice = advise(62)
+    assert advice.kind is AdviceKind.RESCUE_CARBS
+    assert 5 <= advice.dose.rescue_carbs_g <= ADULT_LIMITS.max_rescue_carbs_g
+    assert advice.dose.bolus_u == 0.0
+    assert advice.dose.temp_basal_u_per_h == 0.0
+    assert advice.with_advice is not None and advice.with_advice.min_between_mg_dl(30, 90) >= 80
+
+
+def test_predicted_low_from_insulin_on_board_gets_carbs() -> None:
+    advice = advise(100, iob=3.0)
+    assert advice.kind is AdviceKind.RESCUE_CARBS
+    assert advice.dose.rescue_carbs_g > 0
+
+
+def test_meal_bolus_is_reduced_when_the_prediction_would_go_low() -> None:
+    advice = advise(120, carbs=60, iob=4.0)
+    assert advice.dose.bolus_u < 6.0
+    assert advice.with_advice.min_between_mg_dl(15, 400) >= ADULT_LIMITS.suspend_threshold_mg_dl + 10 - 1
+    assert "reduced_for_predicted_minimum_u" in advice.numbers
+
+
+def test_a_huge_meal_is_capped_at_max_bolus() -> None:
+    advice = advise(200, carbs=200)
+    assert advice.dose.bolus_u == pytest.approx(ADULT_LIMITS.max_bolus_u)
+    assert any(a.rule == "cap_bolus_to_max_bolus" for a in advice.dose.applied)
+
+
+def test_stale_cgm_gets_no_dosing_advice() -> None:
+    advice = advise(250, carbs=40, glucose_age_min=25)
+    assert advice.kind is AdviceKind.NO_ADVICE
+    assert advice.dose.bolus_u == 0.0
+
+
+def test_warming_up_sensor_gets_no_dosing_advice() -> None:
+    advice = advise(250, cgm_quality=CgmQuality(warming_up=True))
+    assert advice.dose.bolus_u == 0.0 and advice.dose.temp_basal_u_per_h is None
+
+
+def test_over_announced_meal_is_refused() -> None:
+    with pytest.raises(ValueError, match="more than"):
+        advise(120, carbs=400)
+
+
+def test_twin_sensing_more_sensitivity_lowers_the_dose_but_never_raises_it() -> None:
+    predictor = EffectSumPredictor(260)
+    more_sensitive = recommend(snapshot(260, estimated_isf_mg_dl_per_u=75.0), ADULT_SETTINGS, ADULT_LIMITS, predictor)
+    less_sensitive = recommend(snapshot(260, estimated_isf_mg_dl_per_u=30.0), ADULT_SETTINGS, ADULT_LIMITS, predictor)
+    assert more_sensitive.dose.bolus_u == pytest.approx(2.0)
+    assert less_sensitive.dose.bolus_u == pytest.approx(3.0)
+
+
+def test_advice_serialises_with_its_numbers() -> None:
+    data = advise(180, carbs=45).to_dict()
+    assert data["kind"] == "meal_bolus" and data["numbers"]["isf_used_mg_dl_per_u"] == 50
+    assert len(data["without"]["mean_mg_dl"]) == len(data["without"]["minutes"])
+
+
+glucose_values = st.floats(min_value=40, max_value=400)
+carb_values = st.floats(min_value=0, max_value=150)
+iob_values = st.floats(min_value=-1, max_value=15)
+
+
+@settings(max_examples=150, deadline=None)
+@given(glucose_values, carb_values, carb_values, iob_values)
+def test_more_carbs_never_means_less_insulin(glucose: float, carbs_a: float, carbs_b: float, iob: float) -> None:
+    low, high = sorted((carbs_a, carbs_b))
+    assert advise(glucose, carbs=high, iob=iob).dose.bolus_u >= advise(glucose, carbs=low, iob=iob).dose.bolus_u - 1e-9
+
+
+@settings(max_examples=150, deadline=None)
+@given(glucose_values, glucose_values, carb_values, iob_values)
+def test_lower_glucose_never_means_more_insulin(g_a: float, g_b: float, carbs: float, iob: float) -> None:
+    low, high = sorted((g_a, g_b))
+    assert advise(low, carbs=carbs, iob=iob).dose.bolus_u <= advise(high, carbs=carbs, iob=iob).dose.bolus_u + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(glucose_values, carb_values, iob_values, st.floats(min_value=-4, max_value=4),
+       st.one_of(st.none(), st.floats(min_value=0, max_value=300)), st.sampled_from(["child", "adolescent", "adult"]))
+def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, since_bolus, group) -> None:
+    limits = default_limits(group)
+    carbs = min(carbs, limits.max_meal_carbs_g)
+    snap = snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, minutes_since_last_bolus=since_bolus)
+    predictor = EffectSumPredictor(glucose, iob_u=iob, trend_mg_dl_min=trend)
+    advice = recommend(snap, ADULT_SETTINGS, limits, predictor, announced_carbs_g=carbs)
+    context = DosingContext(
+        glucose_mg_dl=glucose, glucose_age_min=2.0, iob_u=iob, minutes_since_last_bolus=since_bolus,
+        scheduled_basal_u_per_h=1.0, predicted_min_glucose_mg_dl=advice.numbers["predicted_min_with_meal_mg_dl"],
+    )
+    assert limit_violations(advice.dose, context, limits) == []
