@@ -1,0 +1,255 @@
+"""The identifiable virtual patient (MVP) model of Kanderian et al. 2009 (JDST 3:1047), as the twin runs it.
+
+State x (index constants below), all per person, time in minutes:
+
+    D1, D2  g         two-compartment carb absorption (announced carbs enter D1)
+    Isc     mU/dL     subcutaneous insulin
+    Ip      mU/dL     plasma insulin
+    Ieff    1/min     insulin effect
+    G       mg/dL     plasma glucose
+    Gsc     mg/dL     interstitial (sensor-site) glucose
+    theta   -         ln(SI / SI_person): insulin-sensitivity log-ratio, a random walk
+    dist    mg/dL/min slowly varying glucose disturbance (unannounced carbs, EGP drift), mean-reverting (OU)
+    noise   mg/dL     AR(1) sensor error (CGM error is coloured, Breton & Kovatchev 2008)
+
+    dD1/dt   = d - D1/tm
+    dD2/dt   = (D1 - D2)/tm
+    dIsc/dt  = u/(t1*CI) - Isc/t1                     u: insulin delivery, mU/min
+    dIp/dt   = (Isc - Ip)/t2
+    dIeff/dt = -p2*Ieff + p2*SI*exp(theta)*Ip
+    dG/dt    = -(GEZI + Ieff)*G + EGP0 + 1000*D2/(VG*tm) + dist
+    dGsc/dt  = (G - Gsc)/tsc
+    dtheta/dt = 0;  d(dist)/dt = -dist/tau_dist;  d(noise)/dt = -noise/tau_noise   (+ process noise)
+
+    CGM reading = Gsc + noise + white noise.
+
+Population values (Kanderian 2009): t1 = 49, t2 = 47 min, CI = 20.1 dL/min, p2 = 0.0106/min,
+SI = 0.0081 dL/mU/min, GEZI = 0.0022/min, EGP0 = 1.33 mg/dL/min, VG = 253 dL, tm = 47 min; tsc 5-10 min.
+CI scales with body weight (reference 75 kg, an assumption: the paper reports absolute adult values).
+
+Person-specific calibration from therapy settings (``from_therapy_settings``):
+  * SI from the ISF at the target: 1 U lowers glucose by target*SI*1000/CI in total (``model_isf_mg_dl_per_u``),
+    so SI = ISF*CI/(1000*target);
+  * EGP0 holds glucose at the target under the basal rate: EGP0 = (GEZI + SI*Ip_basal) * target;
+  * VG from the carb sensitivity CSF = ISF/CR: 1 g raises glucose by 1000/VG in total, so VG = 1000*CR/ISF.
+All functions are pure numpy and vectorised over leading batch axes (sigma points, samples).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+D1, D2, ISC, IP, IEFF, G, GSC, THETA, DIST, NOISE = range(10)
+STATE_NAMES = ("D1", "D2", "Isc", "Ip", "Ieff", "G", "Gsc", "theta", "dist", "noise")
+N_STATES = len(STATE_NAMES)
+REFERENCE_WEIGHT_KG = 75.0
+GLUCOSE_FLOOR_MG_DL = 10.0
+GLUCOSE_CEILING_MG_DL = 1000.0
+
+
+class ModelParameterError(ValueError):
+    """A model parameter or therapy setting is not finite or outside a physiological range."""
+
+
+@dataclass(frozen=True)
+class MVPParameters:
+    """MVP parameters for one person (units in names); defaults are Kanderian's population values."""
+
+    t1_min: float = 49.0
+    t2_min: float = 47.0
+    ci_dl_per_min: float = 20.1
+    p2_per_min: float = 0.0106
+    si_dl_per_mu_per_min: float = 0.0081
+    gezi_per_min: float = 0.0022
+    egp0_mg_dl_per_min: float = 1.33
+    vg_dl: float = 253.0
+    tm_min: float = 47.0
+    tsc_min: float = 8.0
+    dist_tau_min: float = 180.0
+    noise_tau_min: float = 40.0
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                raise ModelParameterError(f"{name}={value!r} must be a finite number")
+            if value < 0 or (value == 0 and name != "egp0_mg_dl_per_min"):
+                raise ModelParameterError(f"{name}={value!r} must be positive")
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MVPParameters:
+        return cls(**{k: float(v) for k, v in data.items()})
+
+
+def population_parameters(body_weight_kg: float = REFERENCE_WEIGHT_KG) -> MVPParameters:
+    """Kanderian's population values with CI and VG scaled linearly by body weight."""
+    if not (math.isfinite(body_weight_kg) and 5.0 <= body_weight_kg <= 300.0):
+        raise ModelParameterError(f"body weight {body_weight_kg!r} kg outside 5-300 kg")
+    scale = body_weight_kg / REFERENCE_WEIGHT_KG
+    base = MVPParameters()
+    return replace(base, ci_dl_per_min=base.ci_dl_per_min * scale, vg_dl=base.vg_dl * scale)
+
+
+def basal_mu_per_min(basal_u_per_h: float) -> float:
+    """U/h -> mU/min."""
+    return basal_u_per_h * 1000.0 / 60.0
+
+
+def derivatives(
+    x: NDArray[np.float64], p: MVPParameters, insulin_mu_per_min: float | NDArray[np.float64] = 0.0,
+    carbs_g_per_min: float | NDArray[np.float64] = 0.0,
+) -> NDArray[np.float64]:
+    """dx/dt for states ``x`` of shape (..., 10); parameters are plain floats (fast on small arrays)."""
+    d1, d2, isc, ip, ieff, g, gsc, theta, dist, noise = np.moveaxis(x, -1, 0)
+    tm, t1, t2, ci = p.tm_min, p.t1_min, p.t2_min, p.ci_dl_per_min
+    dx = np.empty_like(x)
+    dx[..., D1] = carbs_g_per_min - d1 / tm
+    dx[..., D2] = (d1 - d2) / tm
+    dx[..., ISC] = insulin_mu_per_min / (t1 * ci) - isc / t1
+    dx[..., IP] = (isc - ip) / t2
+    dx[..., IEFF] = p.p2_per_min * (p.si_dl_per_mu_per_min * np.exp(theta) * ip - ieff)
+    dx[..., G] = -(p.gezi_per_min + ieff) * g + p.egp0_mg_dl_per_min + 1000.0 * d2 / (p.vg_dl * tm) + dist
+    dx[..., GSC] = (g - gsc) / p.tsc_min
+    dx[..., THETA] = 0.0
+    dx[..., DIST] = -dist / p.dist_tau_min
+    dx[..., NOISE] = -noise / p.noise_tau_min
+    return dx
+
+
+def jacobian(x: NDArray[np.float64], p: MVPParameters) -> NDArray[np.float64]:
+    """d(derivatives)/dx at a single state ``x`` (10,), analytic."""
+    ip, ieff, g, theta = float(x[IP]), float(x[IEFF]), float(x[G]), float(x[THETA])
+    si_eff = p.si_dl_per_mu_per_min * math.exp(theta)
+    J = np.zeros((N_STATES, N_STATES))
+    J[D1, D1] = -1.0 / p.tm_min
+    J[D2, D1] = 1.0 / p.tm_min
+    J[D2, D2] = -1.0 / p.tm_min
+    J[ISC, ISC] = -1.0 / p.t1_min
+    J[IP, ISC] = 1.0 / p.t2_min
+    J[IP, IP] = -1.0 / p.t2_min
+    J[IEFF, IP] = p.p2_per_min * si_eff
+    J[IEFF, IEFF] = -p.p2_per_min
+    J[IEFF, THETA] = p.p2_per_min * si_eff * ip
+    J[G, D2] = 1000.0 / (p.vg_dl * p.tm_min)
+    J[G, IEFF] = -g
+    J[G, G] = -(p.gezi_per_min + ieff)
+    J[G, DIST] = 1.0
+    J[GSC, G] = 1.0 / p.tsc_min
+    J[GSC, GSC] = -1.0 / p.tsc_min
+    J[DIST, DIST] = -1.0 / p.dist_tau_min
+    J[NOISE, NOISE] = -1.0 / p.noise_tau_min
+    return J
+
+
+def _clip_physiological(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    x[..., D1:IP + 1] = np.maximum(x[..., D1:IP + 1], 0.0)
+    x[..., G] = np.clip(x[..., G], GLUCOSE_FLOOR_MG_DL, GLUCOSE_CEILING_MG_DL)
+    x[..., GSC] = np.clip(x[..., GSC], GLUCOSE_FLOOR_MG_DL, GLUCOSE_CEILING_MG_DL)
+    x[..., THETA] = np.clip(x[..., THETA], -3.0, 3.0)
+    return x
+
+
+def step(
+    x: NDArray[np.float64], dt_min: float, p: MVPParameters, insulin_mu_per_min: float | NDArray[np.float64] = 0.0,
+    carbs_g_per_min: float | NDArray[np.float64] = 0.0, substep_min: float = 1.0, method: str = "euler",
+) -> NDArray[np.float64]:
+    """Propagate ``x`` (..., 10) over ``dt_min`` with constant inputs: explicit Euler or RK4 substeps.
+
+    Euler with 1-min substeps is stable and accurate to well under 1 mg/dL here (the fastest time constant,
+    tsc, is 5-10 min); RK4 costs four derivative evaluations per substep for little gain (see the benchmark).
+    """
+    x = np.array(x, dtype=float, copy=True)
+    if dt_min <= 0:
+        return x
+    n = max(1, math.ceil(dt_min / substep_min - 1e-9))
+    h = dt_min / n
+    for _ in range(n):
+        if method == "euler":
+            x = x + h * derivatives(x, p, insulin_mu_per_min, carbs_g_per_min)
+        elif method == "rk4":
+            k1 = derivatives(x, p, insulin_mu_per_min, carbs_g_per_min)
+            k2 = derivatives(x + 0.5 * h * k1, p, insulin_mu_per_min, carbs_g_per_min)
+            k3 = derivatives(x + 0.5 * h * k2, p, insulin_mu_per_min, carbs_g_per_min)
+            k4 = derivatives(x + h * k3, p, insulin_mu_per_min, carbs_g_per_min)
+            x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
+        else:
+            raise ValueError(f"unknown integration method {method!r} (euler or rk4)")
+        _clip_physiological(x)
+    return x
+
+
+def step_with_jacobian(
+    x: NDArray[np.float64], dt_min: float, p: MVPParameters, insulin_mu_per_min: float = 0.0,
+    carbs_g_per_min: float = 0.0, substep_min: float = 1.0,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Euler-substep propagation of one state and the Jacobian F of the whole step (product of I + h*J)."""
+    x = np.array(x, dtype=float, copy=True)
+    F = np.eye(N_STATES)
+    if dt_min <= 0:
+        return x, F
+    n = max(1, math.ceil(dt_min / substep_min - 1e-9))
+    h = dt_min / n
+    eye = np.eye(N_STATES)
+    for _ in range(n):
+        F = (eye + h * jacobian(x, p)) @ F
+        x = x + h * derivatives(x, p, insulin_mu_per_min, carbs_g_per_min)
+        _clip_physiological(x)
+    return x, F
+
+
+def steady_state(p: MVPParameters, basal_u_per_h: float, glucose_mg_dl: float) -> NDArray[np.float64]:
+    """The state under a constant basal rate, no carbs, glucose at ``glucose_mg_dl`` and no disturbance."""
+    ip = basal_mu_per_min(basal_u_per_h) / p.ci_dl_per_min
+    x = np.zeros(N_STATES)
+    x[ISC] = x[IP] = ip
+    x[IEFF] = p.si_dl_per_mu_per_min * ip
+    x[G] = x[GSC] = glucose_mg_dl
+    return x
+
+
+def model_isf_mg_dl_per_u(
+    p: MVPParameters, glucose_mg_dl: float, theta: float | NDArray[np.float64] = 0.0
+) -> NDArray[np.float64]:
+    """Insulin sensitivity factor (mg/dL per U) implied by SI * exp(theta) at ``glucose_mg_dl``.
+
+    1 U (1000 mU) gives an insulin-effect integral of SI * 1000/CI (the plasma-insulin area is dose / CI), so
+    at glucose G it removes G * SI * 1000/CI mg/dL in total. This is the integrated effect Loop's ISF means;
+    the model's own nadir is smaller because MVP glucose relaxes towards its basal equilibrium at rate
+    GEZI + SI*Ip (about 1/100 min), which the twin's disturbance state and theta absorb online.
+    """
+    theta_arr = np.asarray(theta, dtype=float)
+    return glucose_mg_dl * p.si_dl_per_mu_per_min * np.exp(theta_arr) * 1000.0 / p.ci_dl_per_min
+
+
+def carb_sensitivity_mg_dl_per_g(p: MVPParameters) -> float:
+    """Total glucose rise per gram of carbs in the model (1000 mg/g spread over VG dL)."""
+    return 1000.0 / p.vg_dl
+
+
+def from_therapy_settings(
+    basal_u_per_h: float, isf_mg_dl_per_u: float, carb_ratio_g_per_u: float,
+    body_weight_kg: float = REFERENCE_WEIGHT_KG, target_mg_dl: float = 110.0,
+) -> MVPParameters:
+    """Person-specific MVP parameters from therapy settings (see the module docstring for the calibration)."""
+    checks = {
+        "basal_u_per_h": (basal_u_per_h, 0.0, 12.0),
+        "isf_mg_dl_per_u": (isf_mg_dl_per_u, 5.0, 600.0),
+        "carb_ratio_g_per_u": (carb_ratio_g_per_u, 1.0, 200.0),
+        "target_mg_dl": (target_mg_dl, 60.0, 250.0),
+    }
+    for name, (value, low, high) in checks.items():
+        if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+            raise ModelParameterError(f"{name}={value!r} outside {low:g}-{high:g}")
+    p = population_parameters(body_weight_kg)
+    si = isf_mg_dl_per_u * p.ci_dl_per_min / (1000.0 * target_mg_dl)
+    ip_b = basal_mu_per_min(basal_u_per_h) / p.ci_dl_per_min
+    egp0 = (p.gezi_per_min + si * ip_b) * target_mg_dl
+    vg = 1000.0 * carb_ratio_g_per_u / isf_mg_dl_per_u
+    return replace(p, si_dl_per_mu_per_min=si, egp0_mg_dl_per_min=egp0, vg_dl=vg)

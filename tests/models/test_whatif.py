@@ -1,0 +1,71 @@
+"""What-if trajectories from the twin's belief: ordering of actions, intervals, and bad scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.twin.twin import DigitalTwin, TwinSettings
+from models.whatif import NO_ACTION, Scenario, ScenarioError, Trajectory, simulate, what_if
+
+SETTINGS = TwinSettings(basal_u_per_h=1.0, insulin_sensitivity_mg_dl_per_u=50.0, carb_ratio_g_per_u=10.0)
+
+
+@pytest.fixture(scope="module")
+def twin() -> DigitalTwin:
+    t = DigitalTwin.from_therapy_settings(SETTINGS)
+    for k in range(36):
+        t.update(150.0 + 0.5 * k, 5.0 * k)
+    return t
+
+
+def test_actions_move_glucose_in_the_right_direction(twin: DigitalTwin) -> None:
+    none, bolus, meal, suspend, both = what_if(
+        twin, NO_ACTION, Scenario(bolus_u=3.0), Scenario(carbs_g=40.0),
+        Scenario(temp_basal_u_per_h=0.0, temp_basal_duration_min=90.0),
+        Scenario(bolus_u=4.0, carbs_g=40.0), horizon_min=180, n_samples=100,
+    )
+    assert bolus.eventual_mg_dl < none.eventual_mg_dl < meal.eventual_mg_dl
+    assert suspend.eventual_mg_dl > none.eventual_mg_dl
+    assert bolus.eventual_mg_dl < both.eventual_mg_dl < meal.eventual_mg_dl
+    assert both.scenario.name == "bolus 4 U + eat 40 g"
+    assert none.minutes[0] == 0 and none.minutes[-1] == 180 and len(none.minutes) == 37
+
+
+def test_intervals_contain_the_mean_and_widen_with_horizon(twin: DigitalTwin) -> None:
+    (traj,) = what_if(twin, horizon_min=120, n_samples=150)
+    assert isinstance(traj, Trajectory)
+    assert np.all(traj.lower_95_mg_dl <= traj.mean_mg_dl) and np.all(traj.mean_mg_dl <= traj.upper_95_mg_dl)
+    width = traj.upper_95_mg_dl - traj.lower_95_mg_dl
+    assert width[-1] > width[1]
+    assert traj.min_mg_dl <= traj.eventual_mg_dl or traj.min_mg_dl == pytest.approx(traj.mean_mg_dl.min())
+    assert traj.min_lower_95_mg_dl <= traj.min_mg_dl
+    mean, low, high = traj.at(60)
+    assert low <= mean <= high
+    assert abs(traj.mean_mg_dl[0] - twin.estimate().sensor_glucose_mg_dl.value) < 15
+
+
+def test_more_uncertain_state_gives_wider_intervals(twin: DigitalTwin) -> None:
+    narrow = simulate(twin.x, twin.P, twin.params, 1.0, horizon_min=60, n_samples=200)[0]
+    wide = simulate(twin.x, twin.P * 4.0, twin.params, 1.0, horizon_min=60, n_samples=200)[0]
+    assert (wide.upper_95_mg_dl - wide.lower_95_mg_dl)[-1] > (narrow.upper_95_mg_dl - narrow.lower_95_mg_dl)[-1]
+
+
+def test_same_seed_same_answer_and_plasma_quantity(twin: DigitalTwin) -> None:
+    a = what_if(twin, Scenario(bolus_u=1.0), n_samples=50, seed=7)[0]
+    b = what_if(twin, Scenario(bolus_u=1.0), n_samples=50, seed=7)[0]
+    assert np.array_equal(a.mean_mg_dl, b.mean_mg_dl)
+    plasma = what_if(twin, quantity="plasma", n_samples=50)[0]
+    assert plasma.quantity == "plasma" and np.all(np.isfinite(plasma.upper_95_mg_dl))
+
+
+@pytest.mark.parametrize("kwargs", [{"bolus_u": -1.0}, {"carbs_g": float("nan")}, {"temp_basal_u_per_h": -2.0},
+                                    {"temp_basal_duration_min": 1e6}])
+def test_bad_scenarios_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ScenarioError):
+        Scenario(**kwargs)
+
+
+def test_bad_horizon_is_refused(twin: DigitalTwin) -> None:
+    with pytest.raises(ScenarioError):
+        what_if(twin, horizon_min=0)
