@@ -107,8 +107,9 @@ class FaultPlan:
     def to_string(self) -> str:
         """The CLI form, listing only what differs from the perfect link (round-trips through parse)."""
         default = FaultPlan()
-        return ",".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-                        for key, value in asdict(self).items() if getattr(default, key) != value)
+        return ",".join(
+            f"{key}={_number(value)}" for key, value in asdict(self).items() if getattr(default, key) != value
+        )
 
     # -- link faults ------------------------------------------------------------------------------------------
     def in_range(self, sim_min: float) -> bool:
@@ -141,6 +142,12 @@ class FaultPlan:
     @property
     def has_payload_faults(self) -> bool:
         return any(getattr(self, name) for name in _PROBABILITIES)
+
+
+def _number(value: float | int) -> str:
+    """Shortest text that parses back to exactly ``value`` (repr of a float round-trips), without '.0'."""
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
 
 
 def corrupt_crc(payload: bytes) -> bytes:
