@@ -506,7 +506,9 @@ def test_session_start_time_from_zoneinfo_round_trip(moment: dt.datetime, crc: b
     value = SessionStartTime.from_datetime(moment)
     decoded = decode_session_start_time(encode_session_start_time(value, e2e_crc=crc), e2e_crc=crc)
     assert decoded == value
-    assert decoded.to_datetime() == moment.replace(microsecond=0)
+    # Compare instants in UTC: PEP 495 makes times in a DST gap/fold unequal across zones.
+    utc = dt.timezone.utc
+    assert decoded.to_datetime().astimezone(utc) == moment.replace(microsecond=0).astimezone(utc)
     assert decoded.to_datetime().utcoffset() == moment.utcoffset()
 
 

@@ -38,7 +38,7 @@ from firmware_bridge.codec.cgms_socp import (
 from firmware_bridge.codec.racp import RacpRequest, decode_racp, decode_racp_request, encode_racp, racp_error_response
 from firmware_bridge.errors import DecodeError
 
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 DECODERS: dict[str, Callable[[bytes], object]] = {
     "measurements": lambda d: decode_cgm_measurements(d, e2e_crc=False),
