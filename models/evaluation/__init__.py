@@ -1,0 +1,1 @@
+"""Forecast evaluation: metrics, error grids, recording loaders and a causal replay harness."""
