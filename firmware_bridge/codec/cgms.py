@@ -56,7 +56,7 @@ from enum import Enum, IntEnum, IntFlag
 from ..errors import CrcError, EncodeError, FlagsError, LengthError, ReservedValueError
 from ._wire import Reader, finite_sfloat_bytes, sint8_byte, uint_bytes
 from .crc import append_crc, check_and_strip_crc
-from .numbers import SFLOAT_NAN, SFLOAT_NRES, decode_sfloat
+from .numbers import SFLOAT_NAN, SFLOAT_NRES
 
 __all__ = [
     "CGM_MEASUREMENT_MAX_RECORD_OCTETS",
@@ -338,8 +338,6 @@ def encode_cgm_measurement(
     if m.quality_percent is not None:
         flags |= CgmMeasurementFlags.QUALITY_PRESENT
     glucose = finite_sfloat_bytes(m.glucose_mg_dl, "CGM Glucose Concentration")
-    if decode_sfloat(int.from_bytes(glucose, "little")) < 0:  # pragma: no cover - rounding never flips sign
-        raise EncodeError(f"{MEASUREMENT}: glucose {m.glucose_mg_dl!r} rounds below zero")
     fields = (
         bytes([flags])
         + glucose
@@ -578,20 +576,25 @@ class SessionStartTime:
     def from_datetime(cls, moment: _dt.datetime) -> SessionStartTime:
         """From an aware datetime; ``moment.dst()`` (e.g. a zoneinfo zone) gives the DST offset, else 0.
 
+        A DST offset the format cannot carry (not +0/+0.5/+1/+2 h, e.g. Dublin's -1 h) is folded into the
+        time zone, so the UTC offset and hence the instant are always exact.
+
         Microseconds are dropped. Raises EncodeError for naive datetimes or offsets the format cannot carry.
         """
         utc_offset = moment.utcoffset()
         if utc_offset is None:
             raise EncodeError(f"{SESSION_START_TIME}: datetime {moment!r} is naive, a time zone is required")
         dst = moment.dst() or _dt.timedelta(0)
-        by_minutes = {int(d.offset.total_seconds()) // 60: d for d in DstOffset if d.offset is not None}
-        dst_minutes, dst_rest = divmod(dst.total_seconds(), 60)
-        if dst_rest or int(dst_minutes) not in by_minutes:
-            raise EncodeError(f"{SESSION_START_TIME}: DST offset {dst} is not one of +0, +0.5, +1, +2 h")
-        standard = utc_offset - dst
-        quarters, rest = divmod(standard.total_seconds(), 15 * 60)
-        if rest or not _TIME_ZONE_MIN <= quarters <= _TIME_ZONE_MAX:
-            raise EncodeError(f"{SESSION_START_TIME}: time zone {standard} is not a 15-minute step in -12..+14 h")
+        dst_by_offset = {d.offset: d for d in DstOffset if d.offset is not None}
+        if dst not in dst_by_offset:
+            # E.g. Europe/Dublin, whose tzdata DST is -1 h in winter: keep the exact UTC offset, no DST part.
+            dst = _dt.timedelta(0)
+        quarters = cls._quarter_hours(utc_offset - dst)
+        if quarters is None and dst:
+            dst = _dt.timedelta(0)
+            quarters = cls._quarter_hours(utc_offset)
+        if quarters is None:
+            raise EncodeError(f"{SESSION_START_TIME}: UTC offset {utc_offset} is not a 15-minute step in -12..+14 h")
         if not 1582 <= moment.year <= 9999:
             raise EncodeError(f"{SESSION_START_TIME}: year {moment.year} outside 1582..9999")
         return cls(
@@ -601,9 +604,14 @@ class SessionStartTime:
             moment.hour,
             moment.minute,
             moment.second,
-            int(quarters),
-            by_minutes[int(dst_minutes)],
+            quarters,
+            dst_by_offset[dst],
         )
+
+    @staticmethod
+    def _quarter_hours(offset: _dt.timedelta) -> int | None:
+        quarters, rest = divmod(offset, _dt.timedelta(minutes=15))
+        return quarters if not rest and _TIME_ZONE_MIN <= quarters <= _TIME_ZONE_MAX else None
 
 
 _DATE_TIME_RANGES = (

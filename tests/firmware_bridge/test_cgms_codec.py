@@ -494,11 +494,26 @@ def test_session_start_time_datetime_round_trip(naive: dt.datetime, zone: int, d
         assert SessionStartTime.from_datetime(moment) == value
 
 
+ZONES = (
+    "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC",
+    "Europe/Dublin", "Pacific/Chatham", "Antarctica/Troll", "Pacific/Kiritimati",
+)
+
+
+def test_session_start_time_folds_unrepresentable_dst_into_the_zone() -> None:
+    winter_dublin = dt.datetime(2026, 1, 15, 9, 0, tzinfo=ZoneInfo("Europe/Dublin"))
+    assert winter_dublin.dst() == dt.timedelta(hours=-1)  # tzdata's negative DST
+    value = SessionStartTime.from_datetime(winter_dublin)
+    assert (value.time_zone_quarter_hours, value.dst_offset) == (0, DstOffset.STANDARD_TIME)
+    summer_berlin = SessionStartTime.from_datetime(dt.datetime(2026, 7, 1, tzinfo=ZoneInfo("Europe/Berlin")))
+    assert (summer_berlin.time_zone_quarter_hours, summer_berlin.dst_offset) == (4, DstOffset.DAYLIGHT_TIME)
+
+
 @given(
     st.datetimes(
         min_value=dt.datetime(1990, 1, 1),
         max_value=dt.datetime(2090, 1, 1),
-        timezones=st.sampled_from([ZoneInfo(z) for z in ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "UTC")]),
+        timezones=st.sampled_from([ZoneInfo(z) for z in ZONES]),
     ),
     st.booleans(),
 )
