@@ -1,0 +1,112 @@
+"""``glucotwin sim``: run the emulated devices in their own process.
+
+``glucotwin sim serve`` starts the air server on loopback TCP with the emulated CGM sensor (and insulin pump
+unless ``--no-pump``), prints the transport spec a hub connects to (``tcp-client:127.0.0.1:PORT``) as the
+FIRST line of stdout, flushes it, and runs until interrupted (Ctrl-C or SIGTERM)::
+
+    glucotwin sim serve --acceleration 600 --faults drop_every_min=120,drop_duration_min=30,corrupt_crc=0.02
+    glucotwin ble readings --transport tcp-client:127.0.0.1:PORT --count 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def register_sim(subparsers: Any) -> None:
+    parser = subparsers.add_parser("sim", help="run simulated devices (CGM sensor, insulin pump) on an emulated radio")
+    commands = parser.add_subparsers(dest="sim_command", metavar="SUBCOMMAND")
+    serve = commands.add_parser("serve", help="serve the emulated CGM (and pump) to hubs over loopback TCP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=0, help="TCP port (0: any free port; the spec is printed)")
+    serve.add_argument("--acceleration", type=float, default=1.0, help="sim minutes per real minute (default 1)")
+    serve.add_argument("--faults", default=None, help="fault plan, e.g. drop_every_min=120,drop_duration_min=30,corrupt_crc=0.02")
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--trace", metavar="FILE", help="CSV of minute,glucose_mg_dl driving the sensor")
+    source.add_argument("--scripted", action="store_true", help="the built-in scripted demo day (default)")
+    serve.add_argument("--no-pump", action="store_true", help="serve only the CGM sensor")
+    serve.add_argument("--no-e2e-crc", action="store_true", help="CGM without E2E-CRC (Feature bit 12 off)")
+    serve.add_argument("--start", default=None, help="sim epoch as ISO datetime with zone (default: now, UTC)")
+    serve.add_argument("--verbose", "-v", action="store_true")
+    serve.set_defaults(handler=_serve_handler)
+    parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
+
+
+def _serve_handler(args: argparse.Namespace) -> int:
+    from hardware_sim.faults import FaultPlan, FaultPlanError
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        plan = FaultPlan.parse(args.faults)
+    except FaultPlanError as error:
+        print(f"glucotwin sim serve: invalid --faults: {error}", file=sys.stderr)
+        return 2
+    if not args.acceleration > 0:
+        print("glucotwin sim serve: --acceleration must be > 0", file=sys.stderr)
+        return 2
+    start = None
+    if args.start:
+        start = datetime.fromisoformat(args.start)
+        if start.tzinfo is None:
+            print("glucotwin sim serve: --start needs a time zone (e.g. 2026-01-01T00:00+00:00)", file=sys.stderr)
+            return 2
+    try:
+        asyncio.run(serve_until_stopped(args, plan, start))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def build_devices(args: argparse.Namespace, clock: Any, plan: Any) -> list[Any]:
+    """The peripherals ``serve`` runs, from the parsed options."""
+    from hardware_sim.devices.cgm_model import CgmSensorConfig, CgmSensorModel
+    from hardware_sim.devices.cgm_sensor import CgmSensorPeripheral
+    from hardware_sim.devices.glucose_source import ScriptedTrace
+
+    source = ScriptedTrace.from_csv(args.trace) if args.trace else ScriptedTrace.demo_day(days=30)
+    sensor = CgmSensorPeripheral(CgmSensorModel(source, CgmSensorConfig(e2e_crc=not args.no_e2e_crc)), clock, plan)
+    devices: list[Any] = [sensor]
+    if not args.no_pump:
+        from hardware_sim.devices.glucose_source import InsulinLedger
+        from hardware_sim.devices.ids_pump import IdsPumpPeripheral, PumpModel
+
+        devices.append(IdsPumpPeripheral(PumpModel(sink=InsulinLedger()), clock, plan))
+    return devices
+
+
+async def serve_until_stopped(args: argparse.Namespace, plan: Any, start: datetime | None) -> None:
+    from hardware_sim.air.server import serve
+    from hardware_sim.clock import SimClock
+
+    clock = SimClock(start or datetime.now(timezone.utc).replace(microsecond=0), acceleration=args.acceleration)
+    devices = build_devices(args, clock, plan)
+    for device in devices:
+        device.start()  # the devices' clocks run from the epoch, hub or no hub
+    server = await serve(devices, args.host, args.port, clock, plan)
+    print(server.spec, flush=True)
+    print(
+        f"serving {', '.join(d.name for d in devices)} at x{args.acceleration:g}"
+        + (f" with faults {plan.to_string()}" if plan.to_string() else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+        for device in devices:
+            await device.stop()
