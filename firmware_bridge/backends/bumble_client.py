@@ -23,7 +23,7 @@ from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
 from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
-from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
+from bleak.exc import BleakError, BleakGATTProtocolError
 
 if TYPE_CHECKING:
     from bumble.device import Connection
@@ -112,10 +112,13 @@ class BumbleClientBackend(BaseBleakClient):
         self._disconnecting = False
         async with self._radio.connect_lock:
             try:
-                connection = await device.connect(peer, transport=PhysicalTransport.LE, timeout=timeout)
+                # the outer bound is a safety net for controllers that never answer a connection cancel
+                connection = await asyncio.wait_for(
+                    device.connect(peer, transport=PhysicalTransport.LE, timeout=timeout), timeout + 2.0
+                )
             except Exception as error:
                 if _is_timeout(error):
-                    raise BleakDeviceNotFoundError(self.address, f"device {self.address} not reachable: timed out") from error
+                    raise TimeoutError(f"connection to {self.address} timed out after {timeout:g} s") from error
                 raise BleakError(f"connection to {self.address} failed: {error}") from error
         self._connection = connection
         connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from bumble import hci
 from bumble.controller import Controller
 from bumble.device import Connection, Device
 from bumble.hci import HCI_CONNECTION_TIMEOUT_ERROR, HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR, Address
@@ -29,6 +30,36 @@ logger = logging.getLogger(__name__)
 
 #: Advertising interval of the emulated peripherals (ms): short, so scans find them within milliseconds.
 ADVERTISING_INTERVAL_MS = 20.0
+
+
+class HubController(Controller):
+    """bumble's virtual controller, fixed for the hub's side of the link.
+
+    bumble's LE Create Connection Cancel answers SUCCESS but neither clears the pending connection nor sends the
+    LE Connection Complete event (status 0x02, Unknown Connection Identifier) that a real controller sends: the
+    host then waits forever after a connection timeout and every later connection attempt is refused with
+    Command Disallowed. Out-of-range peripherals make connection timeouts routine, so the hub side needs this.
+    """
+
+    def on_hci_le_create_connection_cancel_command(self, command: Any) -> Any:
+        result = super().on_hci_le_create_connection_cancel_command(command)
+        pending = self.pending_le_connection
+        if pending is not None:
+            self.pending_le_connection = None
+            event = hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR,
+                connection_handle=0,
+                role=hci.Role.CENTRAL,
+                peer_address_type=pending.peer_address.address_type,
+                peer_address=pending.peer_address,
+                connection_interval=0,
+                peripheral_latency=0,
+                supervision_timeout=0,
+                central_clock_accuracy=0,
+            )
+            # after the Command Complete that the dispatcher sends for this command
+            asyncio.get_running_loop().call_soon(self.send_hci_packet, event)
+        return result
 
 
 class LinkSession:
@@ -48,7 +79,7 @@ class LinkSession:
         self.clock = clock
         self.fault_plan = fault_plan
         self.link = LocalLink()
-        self.hub_controller = Controller(f"{name}-controller", host_source=hub_source, host_sink=hub_sink, link=self.link)
+        self.hub_controller = HubController(f"{name}-controller", host_source=hub_source, host_sink=hub_sink, link=self.link)
         self.devices: list[Device] = []
         self._controllers: list[Controller] = [self.hub_controller]
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -273,3 +273,36 @@ def test_link_drop_fires_disconnected_callback_and_reconnect_works() -> None:
             assert peripheral.connections == 2
 
     run(scenario())
+
+
+def test_link_drop_during_a_pending_request_raises_bleak_error() -> None:
+    from hardware_sim.faults import FaultPlan
+
+    async def scenario() -> None:
+        plan = FaultPlan(response_delay_ms=80)  # every discovery request is slow too
+        async with InProcessAir([BatteryPeripheral()], fault_plan=plan) as air, air.radio(23) as radio:
+            device = await find_battery(radio)
+            client = BleakClient(device, **radio.client_kwargs())
+            await client.connect()
+            pending = asyncio.ensure_future(client.read_gatt_char(BATTERY_LEVEL_UUID))
+            await asyncio.sleep(0.02)  # the read request is out, its response is 80 ms late
+            await air.drop_links()
+            with pytest.raises(BleakError):
+                await asyncio.wait_for(pending, 5)
+            assert not client.is_connected
+
+    run(scenario())
+
+
+def test_connecting_to_an_absent_device_times_out() -> None:
+    async def scenario() -> None:
+        async with InProcessAir([BatteryPeripheral()]) as air, air.radio() as radio:
+            client = BleakClient("C1:22:33:44:55:66", timeout=0.3, **radio.client_kwargs())
+            with pytest.raises(TimeoutError):
+                await client.connect()
+            assert not client.is_connected
+            # the radio is usable again after a connection timeout (bumble's virtual controller needed a fix)
+            async with BleakClient(await find_battery(radio), **radio.client_kwargs()) as battery:
+                assert battery.is_connected
+
+    run(scenario())
