@@ -345,3 +345,29 @@ def test_clock_start_is_kept() -> None:
     clock = SimClock(start, manual=True)
     clock.advance_min(90)
     assert clock.now() == start + timedelta(minutes=90)
+
+
+def test_one_hub_holds_two_peripherals_while_scanning() -> None:
+    async def scenario() -> None:
+        cgm_like, pump_like = BatteryPeripheral("GT-One", level=11), BatteryPeripheral("GT-Two", level=22)
+        async with InProcessAir([cgm_like, pump_like]) as air, air.radio() as radio:
+            seen: dict[str, Any] = {}
+            async with BleakScanner(lambda d, a: seen.setdefault(a.local_name, d), **radio.scanner_kwargs()):
+                while len(seen) < 2:
+                    await asyncio.sleep(0.01)
+                # connect while the scanner still runs, both at once
+                clients = [BleakClient(seen[name], **radio.client_kwargs()) for name in ("GT-One", "GT-Two")]
+                await asyncio.gather(*(client.connect() for client in clients))
+            levels: dict[int, asyncio.Queue[int]] = {0: asyncio.Queue(), 1: asyncio.Queue()}
+            for index, client in enumerate(clients):
+                assert await client.read_gatt_char(BATTERY_LEVEL_UUID) == bytearray([(11, 22)[index]])
+                await client.start_notify(BATTERY_LEVEL_UUID, lambda _, data, i=index: levels[i].put_nowait(data[0]))
+            await pump_like.set_level(23)
+            await cgm_like.set_level(12)
+            assert await asyncio.wait_for(levels[0].get(), 5) == 12
+            assert await asyncio.wait_for(levels[1].get(), 5) == 23
+            assert levels[0].empty() and levels[1].empty()
+            for client in clients:
+                await client.disconnect()
+
+    run(scenario())
