@@ -18,7 +18,7 @@ Response Code 0x0F55: request op code u16 | response code u8 (0x0F success, 0x70
 
 Safety: bolus amounts and TBR values are encoded EXACTLY or not at all (a value SFLOAT would round is an
 :class:`EncodeError`), must be finite and non-negative, and must agree with the bolus type
-(:func:`firmware_bridge.codec.ids_status_reader.bolus_problem`); decoding applies the same rules.
+(:func:`firmware_bridge.codec.ids_common.bolus_problem`); decoding applies the same rules.
 Layouts: IDS v1.0.2 as implemented by AndroidBLEParser (``idd/commandcontrolpoint/*``) and BLEIDSSim.
 """
 
@@ -30,6 +30,8 @@ from typing import Literal, Union
 
 from ..errors import EncodeError, FlagsError, ReservedValueError
 from .ids_common import (
+    BOLUS_REASON_CORRECTION,
+    BOLUS_REASON_MEAL,
     BolusActivationType,
     BolusType,
     NumberFormat,
@@ -39,20 +41,16 @@ from .ids_common import (
     TbrType,
     TherapyControlState,
     Writer,
-    decode_enum,
-    decode_with_number_format,
-    peek_u16,
-)
-from .ids_e2e import E2ECounterChecker, frame, unframe
-from .ids_status_reader import (
-    BOLUS_REASON_CORRECTION,
-    BOLUS_REASON_MEAL,
     check_bolus_decoded,
     check_bolus_encoded,
     read_bolus_options,
     write_bolus_flags,
     write_bolus_options,
+    decode_enum,
+    decode_with_number_format,
+    peek_u16,
 )
+from .ids_e2e import E2ECounterChecker, frame, unframe
 
 __all__ = [
     "CommandOpcode",
@@ -208,7 +206,7 @@ def encode_command_request(
         check_bolus_encoded(CHARACTERISTIC, b.bolus_type, b.fast_u, b.extended_u, b.duration_min, programmed=True)
         w.u16(CommandOpcode.SET_BOLUS, "op code")
         write_bolus_flags(w, b.delay_min, b.template_number, b.activation_type, b.reason_correction, b.reason_meal)
-        w.u8(BolusType(b.bolus_type), "bolus type")
+        w.enum8(BolusType, b.bolus_type, "bolus type")
         w.insulin(b.fast_u, "bolus fast amount")
         w.insulin(b.extended_u, "bolus extended amount")
         w.u16(b.duration_min, "bolus duration")
@@ -228,18 +226,18 @@ def encode_command_request(
         )
         w.u16(CommandOpcode.SET_TBR_ADJUSTMENT, "op code")
         w.u8(flags, "flags")
-        w.u8(TbrType(t.tbr_type), "TBR type")
+        w.enum8(TbrType, t.tbr_type, "TBR type")
         w.insulin(t.adjustment, "TBR adjustment value")
         w.u16(t.duration_min, "TBR duration")
         if t.template_number is not None:
             w.u8(t.template_number, "TBR template number")
         if t.delivery_context is not None:
-            w.u8(TbrDeliveryContext(t.delivery_context), "TBR delivery context")
+            w.enum8(TbrDeliveryContext, t.delivery_context, "TBR delivery context")
     elif isinstance(request, CancelTbr):
         w.u16(CommandOpcode.CANCEL_TBR_ADJUSTMENT, "op code")
     elif isinstance(request, SetTherapyControlState):
         w.u16(CommandOpcode.SET_THERAPY_CONTROL_STATE, "op code")
-        w.u8(TherapyControlState(request.state), "therapy control state")
+        w.enum8(TherapyControlState, request.state, "therapy control state")
     elif isinstance(request, SnoozeAnnunciation):
         w.u16(CommandOpcode.SNOOZE_ANNUNCIATION, "op code")
         w.u16(request.annunciation_id, "annunciation instance id")
@@ -350,8 +348,8 @@ def encode_command_response(response: CommandResponse, *, e2e_counter: int | Non
     w = Writer(CHARACTERISTIC)
     if isinstance(response, CommandResponseCode):
         w.u16(CommandOpcode.RESPONSE_CODE, "op code")
-        w.u16(CommandOpcode(response.request_opcode), "request op code")
-        w.u8(ResponseCode(response.result), "response code")
+        w.enum16(CommandOpcode, response.request_opcode, "request op code")
+        w.enum8(ResponseCode, response.result, "response code")
     elif type(response) in _ID_RESPONSES:
         opcode, attribute = _ID_RESPONSES[type(response)]
         w.u16(opcode, "op code")

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal, TypeVar
 
-from ..errors import DecodeError, EncodeError, LengthError, ReservedValueError
+from ..errors import DecodeError, EncodeError, FlagsError, LengthError, ReservedValueError
 from .numbers import decode_float, decode_sfloat, encode_float, encode_sfloat
 
 __all__ = [
@@ -45,6 +46,10 @@ __all__ = [
     "decode_enum",
     "decode_with_number_format",
     "peek_u16",
+    "bolus_problem",
+    "is_hamming_code",
+    "HAMMING_CODES",
+    "IdsDialect",
 ]
 
 NumberFormat = Literal["sfloat", "float", "auto"]
@@ -142,6 +147,33 @@ class ResponseCode(IntEnum):
     PROCEDURE_NOT_APPLICABLE = 0x74
     PLAUSIBILITY_CHECK_FAILED = 0x75
     MAXIMUM_BOLUS_NUMBER_REACHED = 0x76
+
+
+# The IDS codes are the codewords of the binary lexicode of length 16 and minimum distance 4 (the
+# [16, 11, 4] extended Hamming code): 0x000F, 0x0033, 0x003C, ..., 0x00FF, 0x0303, 0x030C, ... The 8-bit
+# codes are its codewords below 0x100. Spanned by these 11 generators (found greedily, in order):
+_HAMMING_GENERATORS = (0x000F, 0x0033, 0x0055, 0x0096, 0x0303, 0x0505, 0x0906, 0x1111, 0x2112, 0x4114, 0x8117)
+
+
+def _span(generators: tuple[int, ...]) -> frozenset[int]:
+    words = {0}
+    for generator in generators:
+        words |= {word ^ generator for word in words}
+    return frozenset(words)
+
+
+HAMMING_CODES: frozenset[int] = _span(_HAMMING_GENERATORS) - {0}
+
+
+def is_hamming_code(value: int) -> bool:
+    """True for a value IDS may assign to an enumeration or op code (0 excluded).
+
+    A pump answers a valid-looking but unsupported op code with "op code not supported", and drops a
+    value that is not a codeword at all (a corrupted write) without any response
+    (/work/shared/reference/ble.md). Note: the Status Reader / Command CP response codes 0x70..0x76 are
+    plain numbers in the specification, not codewords.
+    """
+    return value in HAMMING_CODES
 
 
 def decode_enum(enum_cls: type[E], raw: int, characteristic: str, field: str, data: bytes | None = None) -> E:
@@ -261,6 +293,18 @@ class Writer:
     def u32(self, value: int, field: str) -> None:
         self._int(value, 4, field)
 
+    def _member(self, enum_cls: type[E], value: int, field: str) -> int:
+        try:
+            return int(enum_cls(value))
+        except ValueError:
+            raise EncodeError(f"{self.characteristic}: {field}: {value!r} is not a {enum_cls.__name__}") from None
+
+    def enum8(self, enum_cls: type[E], value: int, field: str) -> None:
+        self.u8(self._member(enum_cls, value, field), field)
+
+    def enum16(self, enum_cls: type[E], value: int, field: str) -> None:
+        self.u16(self._member(enum_cls, value, field), field)
+
     def insulin(self, value: float, field: str) -> None:
         """Write an insulin quantity EXACTLY: a value the format would round is refused, never altered."""
         if self.number_format == "float":
@@ -296,6 +340,81 @@ class Writer:
         return bytes(self.buffer)
 
 
+# Bolus flags shared by Set Bolus, Active Bolus Delivery and Bolus Programmed history events.
+BOLUS_DELAY_PRESENT = 0x01
+BOLUS_TEMPLATE_PRESENT = 0x02
+BOLUS_ACTIVATION_PRESENT = 0x04
+BOLUS_REASON_CORRECTION = 0x08
+BOLUS_REASON_MEAL = 0x10
+
+
+def bolus_problem(bolus_type: BolusType, fast_u: float, extended_u: float, duration_min: int, *, programmed: bool) -> str | None:
+    """Safety rule for a bolus on the wire: its amounts must agree with its type; ``None`` when they do.
+
+    Always: a fast bolus has no extended amount, an extended bolus no fast amount, the type is known.
+    For a bolus being programmed (Set Bolus, Bolus Programmed) also: a fast bolus has no duration, an
+    extended or multiwave bolus has one, and the total is positive. A contradiction is refused, never
+    guessed at.
+    """
+    if bolus_type == BolusType.UNDETERMINED:
+        return "undetermined bolus type"
+    if bolus_type == BolusType.FAST and extended_u != 0:
+        return "fast bolus with an extended amount"
+    if bolus_type == BolusType.EXTENDED and fast_u != 0:
+        return "extended bolus with a fast amount"
+    if programmed:
+        if bolus_type == BolusType.FAST and duration_min != 0:
+            return "fast bolus with a duration"
+        if bolus_type in (BolusType.EXTENDED, BolusType.MULTIWAVE) and duration_min == 0:
+            return f"{bolus_type.name.lower()} bolus without a duration"
+        if fast_u + extended_u <= 0:
+            return "bolus of 0 IU"
+    return None
+
+
+def check_bolus_decoded(r: Reader, bolus_type: BolusType, fast_u: float, extended_u: float, duration_min: int, *, programmed: bool) -> None:
+    problem = bolus_problem(bolus_type, fast_u, extended_u, duration_min, programmed=programmed)
+    if problem:
+        raise ImplausibleValueError(r.characteristic, problem, r.data)
+
+
+def check_bolus_encoded(characteristic: str, bolus_type: BolusType, fast_u: float, extended_u: float, duration_min: int, *, programmed: bool) -> None:
+    if bolus_type not in list(BolusType):
+        raise EncodeError(f"{characteristic}: {bolus_type!r} is not a BolusType")
+    problem = bolus_problem(BolusType(bolus_type), fast_u, extended_u, duration_min, programmed=programmed)
+    if problem:
+        raise EncodeError(f"{characteristic}: {problem}")
+
+
+def write_bolus_flags(w: Writer, delay_min: int | None, template: int | None, activation: object, correction: bool, meal: bool) -> None:
+    flags = (
+        (BOLUS_DELAY_PRESENT if delay_min is not None else 0)
+        | (BOLUS_TEMPLATE_PRESENT if template is not None else 0)
+        | (BOLUS_ACTIVATION_PRESENT if activation is not None else 0)
+        | (BOLUS_REASON_CORRECTION if correction else 0)
+        | (BOLUS_REASON_MEAL if meal else 0)
+    )
+    w.u8(flags, "flags")
+
+
+def write_bolus_options(w: Writer, delay_min: int | None, template: int | None, activation: BolusActivationType | None) -> None:
+    if delay_min is not None:
+        w.u16(delay_min, "bolus delay time")
+    if template is not None:
+        w.u8(template, "bolus template number")
+    if activation is not None:
+        w.enum8(BolusActivationType, activation, "bolus activation type")
+
+
+def read_bolus_options(r: Reader, flags: int) -> tuple[int | None, int | None, BolusActivationType | None]:
+    if flags & ~0x1F:
+        raise FlagsError(r.characteristic, f"reserved bolus flag bits 0x{flags & ~0x1F:02X} set", r.data)
+    delay = r.u16("bolus delay time") if flags & BOLUS_DELAY_PRESENT else None
+    template = r.u8("bolus template number") if flags & BOLUS_TEMPLATE_PRESENT else None
+    activation = r.enum8(BolusActivationType, "bolus activation type") if flags & BOLUS_ACTIVATION_PRESENT else None
+    return delay, template, activation
+
+
 def decode_with_number_format(
     characteristic: str, data: bytes, number_format: str, parse: Callable[[Reader], T]
 ) -> T:
@@ -323,3 +442,18 @@ def peek_u16(characteristic: str, data: bytes) -> int:
     if len(data) < 2:
         raise LengthError(characteristic, "too short to hold a 16-bit op code", data)
     return int.from_bytes(data[:2], "little")
+
+
+@dataclass(frozen=True)
+class IdsDialect:
+    """How one pump puts IDS on the wire where public implementations disagree (see ble.md).
+
+    The default is the specification. An emulated pump passes these to the encoders to imitate a real
+    one; a hub may decode with the ``"auto"`` options instead, or with a dialect it has identified.
+    """
+
+    e2e: bool = False  # IDD Features bit 0; every value then carries E2E-Counter + E2E-CRC
+    number_format: Literal["sfloat", "float"] = "sfloat"  # "float": 32-bit FLOAT for insulin amounts
+    annunciation_status_octets: Literal[1, 2] = 1  # 2: AndroidBLEParser-style uint16 status field
+    racp_response_operator: bool = True  # False: RACP responses without the null operator (BLEIDSSim)
+    history_counter: bool = False  # True: History Data carries an E2E-Counter (BLEIDSSim, a commercial pump)

@@ -37,12 +37,15 @@ Robustness to public implementations that disagree (see /work/shared/reference/b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import IntEnum
 from typing import Literal, Union
 
 from ..errors import DecodeError, EncodeError, FlagsError, LengthError, ReservedValueError
 from .crc import append_crc, check_and_strip_crc
 from .ids_common import (
+    BOLUS_REASON_CORRECTION,
+    BOLUS_REASON_MEAL,
     BasalDeliveryContext,
     BolusActivationType,
     BolusEndReason,
@@ -54,19 +57,15 @@ from .ids_common import (
     TbrType,
     TherapyControlState,
     Writer,
-    decode_with_number_format,
-)
-from .ids_e2e import E2ECounterChecker, E2ECounterError, frame, unframe
-from .ids_status import AnnunciationState, AnnunciationType
-from .ids_status_reader import (
-    BOLUS_REASON_CORRECTION,
-    BOLUS_REASON_MEAL,
     check_bolus_decoded,
     check_bolus_encoded,
     read_bolus_options,
     write_bolus_flags,
     write_bolus_options,
+    decode_with_number_format,
 )
+from .ids_e2e import E2ECounterChecker, E2ECounterError, frame, unframe
+from .ids_status import AnnunciationState, AnnunciationType
 
 __all__ = [
     "RacpOpcode",
@@ -83,6 +82,8 @@ __all__ = [
     "encode_racp_response",
     "decode_racp_response",
     "HistoryEventType",
+    "RecordingReason",
+    "ReferenceTime",
     "BolusPart1",
     "BolusProgrammedPart2",
     "BolusDeliveredPart2",
@@ -211,10 +212,10 @@ def encode_racp_request(request: RacpRequest, *, e2e_counter: int | None = None)
                           f"minimum={needs_min}, maximum={needs_max}")
     if (request.filter_type is not None) != (needs_min or needs_max):
         raise EncodeError(f"{RACP}: a filter type goes with <=, >= and range operands only")
-    w.u8(RacpOpcode(request.opcode), "op code")
-    w.u8(RacpOperator(request.operator), "operator")
+    w.enum8(RacpOpcode, request.opcode, "op code")
+    w.enum8(RacpOperator, request.operator, "operator")
     if request.filter_type is not None:
-        w.u8(RacpFilterType(request.filter_type), "filter type")
+        w.enum8(RacpFilterType, request.filter_type, "filter type")
     if request.minimum is not None:
         w.u32(request.minimum, "minimum sequence number")
     if request.maximum is not None:
@@ -266,8 +267,8 @@ def encode_racp_response(response: RacpResponse, *, e2e_counter: int | None = No
         w.u8(RacpOpcode.RESPONSE_CODE, "op code")
         if include_operator:
             w.u8(RacpOperator.NULL, "operator")
-        w.u8(RacpOpcode(response.request_opcode), "request op code")
-        w.u8(RacpResult(response.result), "response code")
+        w.enum8(RacpOpcode, response.request_opcode, "request op code")
+        w.enum8(RacpResult, response.result, "response code")
     elif isinstance(response, RacpNumberOfRecords):
         w.u8(RacpOpcode.NUMBER_OF_STORED_RECORDS_RESPONSE, "op code")
         if include_operator:
@@ -335,6 +336,61 @@ class HistoryEventType(IntEnum):
     BOLUS_TEMPLATE_CHANGED_PART_2_OF_2 = 0x03CF
     TBR_TEMPLATE_CHANGED = 0x03F3
     MAX_BOLUS_AMOUNT_CHANGED = 0x03FC
+
+
+class RecordingReason(IntEnum):
+    UNDETERMINED = 0x0F
+    SET_DATE_TIME = 0x33
+    PERIODIC_RECORDING = 0x3C
+    DATE_TIME_LOSS = 0x55
+
+
+DST_OFFSET_CODES = (0, 2, 4, 8, 255)  # +0, +0.5, +1, +2 h, unknown
+
+
+@dataclass(frozen=True)
+class ReferenceTime:
+    """Reference Time event: the pump's local date time; later events carry seconds relative to it.
+
+    Layout: recording reason u8 | year u16 | month | day | hours | minutes | seconds | time zone s8 (15-min
+    steps, -128 unknown) | DST offset u8 (0, 2, 4, 8 = +0, +0.5, +1, +2 h; 255 unknown). Year, month and
+    day 0 mean unknown (Bluetooth Date Time).
+    """
+
+    recording_reason: RecordingReason
+    year: int
+    month: int
+    day: int
+    hour: int
+    minute: int
+    second: int
+    time_zone_quarter_hours: int = -128
+    dst_code: int = 255
+
+    def local_datetime(self) -> datetime | None:
+        """The date time as a naive local ``datetime``, or ``None`` when the pump does not know it."""
+        if not (self.year and self.month and self.day):
+            return None
+        return datetime(self.year, self.month, self.day, self.hour, self.minute, self.second)
+
+
+def _reference_time_problem(t: ReferenceTime) -> str | None:
+    if not (t.year == 0 or 1582 <= t.year <= 9999):
+        return f"year {t.year}"
+    if not 0 <= t.month <= 12 or not 0 <= t.day <= 31:
+        return f"date {t.month}/{t.day}"
+    if not (0 <= t.hour <= 23 and 0 <= t.minute <= 59 and 0 <= t.second <= 59):
+        return f"time {t.hour}:{t.minute}:{t.second}"
+    if not (-48 <= t.time_zone_quarter_hours <= 56 or t.time_zone_quarter_hours == -128):
+        return f"time zone {t.time_zone_quarter_hours}"
+    if t.dst_code not in DST_OFFSET_CODES:
+        return f"DST offset code {t.dst_code}"
+    if t.year and t.month and t.day:
+        try:
+            datetime(t.year, t.month, t.day)
+        except ValueError:
+            return f"no such date {t.year}-{t.month}-{t.day}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -431,6 +487,7 @@ class RawEventData:
 
 
 HistoryEventData = Union[
+    ReferenceTime,
     BolusPart1,
     BolusProgrammedPart2,
     BolusDeliveredPart2,
@@ -447,6 +504,7 @@ HistoryEventData = Union[
 
 _T = HistoryEventType
 _DATA_CLASS: dict[HistoryEventType, type] = {
+    _T.REFERENCE_TIME: ReferenceTime,
     _T.BOLUS_PROGRAMMED_PART_1_OF_2: BolusPart1,
     _T.BOLUS_DELIVERED_PART_1_OF_2: BolusPart1,
     _T.BOLUS_PROGRAMMED_PART_2_OF_2: BolusProgrammedPart2,
@@ -479,11 +537,21 @@ class HistoryEvent:
 
 
 def _write_event_data(w: Writer, event_type: HistoryEventType, d: HistoryEventData) -> None:
-    if isinstance(d, BolusPart1):
+    if isinstance(d, ReferenceTime):
+        problem = _reference_time_problem(d)
+        if problem:
+            raise EncodeError(f"{HISTORY}: reference time with invalid {problem}")
+        w.enum8(RecordingReason, d.recording_reason, "recording reason")
+        w.u16(d.year, "year")
+        for name in ("month", "day", "hour", "minute", "second"):
+            w.u8(getattr(d, name), name)
+        w.s8(d.time_zone_quarter_hours, "time zone")
+        w.u8(d.dst_code, "DST offset")
+    elif isinstance(d, BolusPart1):
         programmed = event_type == _T.BOLUS_PROGRAMMED_PART_1_OF_2
         check_bolus_encoded(HISTORY, d.bolus_type, d.fast_u, d.extended_u, d.duration_min, programmed=programmed)
         w.u16(d.bolus_id, "bolus id")
-        w.u8(BolusType(d.bolus_type), "bolus type")
+        w.enum8(BolusType, d.bolus_type, "bolus type")
         w.insulin(d.fast_u, "bolus fast amount")
         w.insulin(d.extended_u, "bolus extended amount")
         w.u16(d.duration_min, "bolus duration")
@@ -499,9 +567,9 @@ def _write_event_data(w: Writer, event_type: HistoryEventType, d: HistoryEventDa
         w.u8(flags, "flags")
         w.u32(d.start_offset_s, "bolus start time offset")
         if d.activation_type is not None:
-            w.u8(BolusActivationType(d.activation_type), "bolus activation type")
+            w.enum8(BolusActivationType, d.activation_type, "bolus activation type")
         if d.end_reason is not None:
-            w.u8(BolusEndReason(d.end_reason), "bolus end reason")
+            w.enum8(BolusEndReason, d.end_reason, "bolus end reason")
         if d.annunciation_id is not None:
             w.u16(d.annunciation_id, "annunciation instance id")
     elif isinstance(d, BasalRateChanged):
@@ -509,36 +577,36 @@ def _write_event_data(w: Writer, event_type: HistoryEventType, d: HistoryEventDa
         w.insulin(d.old_rate_u_per_h, "old basal rate value")
         w.insulin(d.new_rate_u_per_h, "new basal rate value")
         if d.delivery_context is not None:
-            w.u8(BasalDeliveryContext(d.delivery_context), "basal delivery context")
+            w.enum8(BasalDeliveryContext, d.delivery_context, "basal delivery context")
     elif isinstance(d, TbrStarted):
         w.u8(0x01 if d.template_number is not None else 0x00, "flags")
-        w.u8(TbrType(d.tbr_type), "TBR type")
+        w.enum8(TbrType, d.tbr_type, "TBR type")
         w.insulin(d.adjustment, "TBR adjustment value")
         w.u16(d.duration_min, "TBR duration programmed")
         if d.template_number is not None:
             w.u8(d.template_number, "TBR template number")
     elif isinstance(d, TbrEnded):
         w.u8((0x01 if d.template_number is not None else 0) | (0x02 if d.annunciation_id is not None else 0), "flags")
-        w.u8(TbrType(d.tbr_type), "last set TBR type")
+        w.enum8(TbrType, d.tbr_type, "last set TBR type")
         w.u16(d.effective_duration_min, "effective TBR duration")
-        w.u8(TbrEndReason(d.end_reason), "TBR end reason")
+        w.enum8(TbrEndReason, d.end_reason, "TBR end reason")
         if d.template_number is not None:
             w.u8(d.template_number, "last set TBR template number")
         if d.annunciation_id is not None:
             w.u16(d.annunciation_id, "annunciation instance id")
     elif isinstance(d, TherapyStateChanged):
-        w.u8(TherapyControlState(d.old_state), "old therapy control state")
-        w.u8(TherapyControlState(d.new_state), "new therapy control state")
+        w.enum8(TherapyControlState, d.old_state, "old therapy control state")
+        w.enum8(TherapyControlState, d.new_state, "new therapy control state")
     elif isinstance(d, OperationalStateChanged):
-        w.u8(OperationalState(d.old_state), "old operational state")
-        w.u8(OperationalState(d.new_state), "new operational state")
+        w.enum8(OperationalState, d.old_state, "old operational state")
+        w.enum8(OperationalState, d.new_state, "new operational state")
     elif isinstance(d, ReservoirRemainingChanged):
         w.insulin(d.reservoir_u, "reservoir remaining amount")
     elif isinstance(d, AnnunciationChangedPart1):
         w.u8((0x01 if d.aux_info1 is not None else 0) | (0x02 if d.aux_info2 is not None else 0), "flags")
         w.u16(d.instance_id, "annunciation instance id")
-        w.u16(AnnunciationType(d.annunciation_type), "annunciation type")
-        w.u8(AnnunciationState(d.state), "annunciation status")
+        w.enum16(AnnunciationType, d.annunciation_type, "annunciation type")
+        w.enum8(AnnunciationState, d.state, "annunciation status")
         for name in ("aux_info1", "aux_info2"):
             if getattr(d, name) is not None:
                 w.u16(getattr(d, name), name)
@@ -561,7 +629,15 @@ def _reserved_flags(r: Reader, flags: int, allowed: int) -> None:
 
 def _read_event_data(r: Reader, event_type: HistoryEventType) -> HistoryEventData:
     d: HistoryEventData
-    if event_type in (_T.BOLUS_PROGRAMMED_PART_1_OF_2, _T.BOLUS_DELIVERED_PART_1_OF_2):
+    if event_type == _T.REFERENCE_TIME:
+        d = ReferenceTime(
+            r.enum8(RecordingReason, "recording reason"), r.u16("year"), r.u8("month"), r.u8("day"),
+            r.u8("hours"), r.u8("minutes"), r.u8("seconds"), r.s8("time zone"), r.u8("DST offset"),
+        )
+        problem = _reference_time_problem(d)
+        if problem:
+            raise ReservedValueError(HISTORY, f"reference time with invalid {problem}", r.data)
+    elif event_type in (_T.BOLUS_PROGRAMMED_PART_1_OF_2, _T.BOLUS_DELIVERED_PART_1_OF_2):
         bolus_id = r.u16("bolus id")
         bolus_type = r.enum8(BolusType, "bolus type")
         fast = r.insulin("bolus fast amount")
@@ -644,7 +720,7 @@ def encode_history_data(
     """Encode one History Data value. With ``e2e`` the E2E-CRC is appended (specification); ``counter``
     adds an E2E-Counter before it, emulating the BLEIDSSim / commercial-pump variant."""
     w = Writer(HISTORY, number_format)
-    w.u16(HistoryEventType(event.event_type), "event type")
+    w.enum16(HistoryEventType, event.event_type, "event type")
     w.u32(event.sequence, "sequence number")
     w.u16(event.relative_offset_s, "relative offset")
     _write_event_data(w, HistoryEventType(event.event_type), event.data)

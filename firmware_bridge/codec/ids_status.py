@@ -109,7 +109,7 @@ def _flag_octets(flags: int) -> bytes:
     """24 flag bits, then one more octet for as long as the previous octet's top bit (extension) is set."""
     if flags < 0:
         raise EncodeError(f"{FEATURES}: flags must be non-negative")
-    out = bytearray(flags.to_bytes(3, "little") if flags < 1 << 24 else (flags & 0xFFFFFF).to_bytes(3, "little"))
+    out = bytearray((flags & 0xFFFFFF).to_bytes(3, "little"))
     rest = flags >> 24
     while out[-1] & 0x80:
         out.append(rest & 0xFF)
@@ -200,8 +200,8 @@ def encode_idd_status(
     status: IddStatus, *, e2e_counter: int | None = None, number_format: Literal["sfloat", "float"] = "sfloat"
 ) -> bytes:
     w = Writer(STATUS, number_format)
-    w.u8(TherapyControlState(status.therapy_state), "therapy control state")
-    w.u8(OperationalState(status.operational_state), "operational state")
+    w.enum8(TherapyControlState, status.therapy_state, "therapy control state")
+    w.enum8(OperationalState, status.operational_state, "operational state")
     w.insulin(status.reservoir_u, "reservoir remaining amount")
     w.u8(0x01 if status.reservoir_attached else 0x00, "flags")
     return frame(w.bytes(), e2e_counter)
@@ -356,11 +356,11 @@ def encode_idd_annunciation_status(
     flags = 0x01 | sum(1 << (i + 1) for i, aux in enumerate(a.aux_info) if aux is not None)
     w.u8(flags, "flags")
     w.u16(a.instance_id, "annunciation instance id")
-    w.u16(AnnunciationType(a.annunciation_type), "annunciation type")
+    w.enum16(AnnunciationType, a.annunciation_type, "annunciation type")
     if status_octets == 2:
-        w.u16(AnnunciationState(a.state), "annunciation status")
+        w.enum16(AnnunciationState, a.state, "annunciation status")
     else:
-        w.u8(AnnunciationState(a.state), "annunciation status")
+        w.enum8(AnnunciationState, a.state, "annunciation status")
     for i, aux in enumerate(a.aux_info, start=1):
         if aux is not None:
             w.u16(aux, f"AuxInfo{i}")

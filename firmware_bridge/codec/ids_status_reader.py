@@ -30,19 +30,25 @@ from typing import Literal, Union
 
 from ..errors import EncodeError, FlagsError, ReservedValueError
 from .ids_common import (
+    BOLUS_REASON_CORRECTION,
+    BOLUS_REASON_MEAL,
     BasalDeliveryContext,
     BolusActivationType,
     BolusType,
     BolusValueSelection,
-    ImplausibleValueError,
     NumberFormat,
     Reader,
     ResponseCode,
     TbrType,
     Writer,
     decode_enum,
+    check_bolus_decoded,
+    check_bolus_encoded,
     decode_with_number_format,
     peek_u16,
+    read_bolus_options,
+    write_bolus_flags,
+    write_bolus_options,
 )
 from .ids_e2e import E2ECounterChecker, frame, unframe
 from .ids_status import StatusChangedFlag
@@ -71,7 +77,6 @@ __all__ = [
     "encode_status_reader_response",
     "decode_status_reader_response",
     "MAX_ACTIVE_BOLUS_IDS",
-    "bolus_problem",
     "opcode_of",
 ]
 
@@ -166,7 +171,7 @@ def encode_status_reader_request(request: StatusReaderRequest, *, e2e_counter: i
     elif isinstance(request, GetActiveBolusDelivery):
         w.u16(StatusReaderOpcode.GET_ACTIVE_BOLUS_DELIVERY, "op code")
         w.u16(request.bolus_id, "bolus id")
-        w.u8(BolusValueSelection(request.value_selection), "bolus value selection")
+        w.enum8(BolusValueSelection, request.value_selection, "bolus value selection")
     else:
         raise EncodeError(f"not a Status Reader CP request: {request!r}")
     return frame(w.bytes(), e2e_counter)
@@ -278,79 +283,6 @@ StatusReaderResponse = Union[
     InsulinOnBoardResponse,
 ]
 
-# Bolus flags shared by Set Bolus, Active Bolus Delivery and Bolus Programmed history events.
-BOLUS_DELAY_PRESENT = 0x01
-BOLUS_TEMPLATE_PRESENT = 0x02
-BOLUS_ACTIVATION_PRESENT = 0x04
-BOLUS_REASON_CORRECTION = 0x08
-BOLUS_REASON_MEAL = 0x10
-
-
-def bolus_problem(bolus_type: BolusType, fast_u: float, extended_u: float, duration_min: int, *, programmed: bool) -> str | None:
-    """Safety rule for a bolus on the wire: its amounts must agree with its type; ``None`` when they do.
-
-    Always: a fast bolus has no extended amount, an extended bolus no fast amount, the type is known.
-    For a bolus being programmed (Set Bolus, Bolus Programmed) also: a fast bolus has no duration, an
-    extended or multiwave bolus has one, and the total is positive. A contradiction is refused, never
-    guessed at.
-    """
-    if bolus_type == BolusType.UNDETERMINED:
-        return "undetermined bolus type"
-    if bolus_type == BolusType.FAST and extended_u != 0:
-        return "fast bolus with an extended amount"
-    if bolus_type == BolusType.EXTENDED and fast_u != 0:
-        return "extended bolus with a fast amount"
-    if programmed:
-        if bolus_type == BolusType.FAST and duration_min != 0:
-            return "fast bolus with a duration"
-        if bolus_type in (BolusType.EXTENDED, BolusType.MULTIWAVE) and duration_min == 0:
-            return f"{bolus_type.name.lower()} bolus without a duration"
-        if fast_u + extended_u <= 0:
-            return "bolus of 0 IU"
-    return None
-
-
-def check_bolus_decoded(r: Reader, bolus_type: BolusType, fast_u: float, extended_u: float, duration_min: int, *, programmed: bool) -> None:
-    problem = bolus_problem(bolus_type, fast_u, extended_u, duration_min, programmed=programmed)
-    if problem:
-        raise ImplausibleValueError(r.characteristic, problem, r.data)
-
-
-def check_bolus_encoded(characteristic: str, bolus_type: BolusType, fast_u: float, extended_u: float, duration_min: int, *, programmed: bool) -> None:
-    problem = bolus_problem(BolusType(bolus_type), fast_u, extended_u, duration_min, programmed=programmed)
-    if problem:
-        raise EncodeError(f"{characteristic}: {problem}")
-
-
-def write_bolus_flags(w: Writer, delay_min: int | None, template: int | None, activation: object, correction: bool, meal: bool) -> None:
-    flags = (
-        (BOLUS_DELAY_PRESENT if delay_min is not None else 0)
-        | (BOLUS_TEMPLATE_PRESENT if template is not None else 0)
-        | (BOLUS_ACTIVATION_PRESENT if activation is not None else 0)
-        | (BOLUS_REASON_CORRECTION if correction else 0)
-        | (BOLUS_REASON_MEAL if meal else 0)
-    )
-    w.u8(flags, "flags")
-
-
-def write_bolus_options(w: Writer, delay_min: int | None, template: int | None, activation: BolusActivationType | None) -> None:
-    if delay_min is not None:
-        w.u16(delay_min, "bolus delay time")
-    if template is not None:
-        w.u8(template, "bolus template number")
-    if activation is not None:
-        w.u8(BolusActivationType(activation), "bolus activation type")
-
-
-def read_bolus_options(r: Reader, flags: int) -> tuple[int | None, int | None, BolusActivationType | None]:
-    if flags & ~0x1F:
-        raise FlagsError(r.characteristic, f"reserved bolus flag bits 0x{flags & ~0x1F:02X} set", r.data)
-    delay = r.u16("bolus delay time") if flags & BOLUS_DELAY_PRESENT else None
-    template = r.u8("bolus template number") if flags & BOLUS_TEMPLATE_PRESENT else None
-    activation = r.enum8(BolusActivationType, "bolus activation type") if flags & BOLUS_ACTIVATION_PRESENT else None
-    return delay, template, activation
-
-
 def encode_status_reader_response(
     response: StatusReaderResponse,
     *,
@@ -360,8 +292,8 @@ def encode_status_reader_response(
     w = Writer(CHARACTERISTIC, number_format)
     if isinstance(response, StatusReaderResponseCode):
         w.u16(StatusReaderOpcode.RESPONSE_CODE, "op code")
-        w.u16(StatusReaderOpcode(response.request_opcode), "request op code")
-        w.u8(ResponseCode(response.result), "response code")
+        w.enum16(StatusReaderOpcode, response.request_opcode, "request op code")
+        w.enum8(ResponseCode, response.result, "response code")
     elif isinstance(response, ActiveBolusIdsResponse):
         if len(response.bolus_ids) > MAX_ACTIVE_BOLUS_IDS:
             raise EncodeError(f"{CHARACTERISTIC}: at most {MAX_ACTIVE_BOLUS_IDS} active bolus ids fit one response")
@@ -375,7 +307,7 @@ def encode_status_reader_response(
         w.u16(StatusReaderOpcode.GET_ACTIVE_BOLUS_DELIVERY_RESPONSE, "op code")
         write_bolus_flags(w, b.delay_min, b.template_number, b.activation_type, b.reason_correction, b.reason_meal)
         w.u16(b.bolus_id, "bolus id")
-        w.u8(BolusType(b.bolus_type), "bolus type")
+        w.enum8(BolusType, b.bolus_type, "bolus type")
         w.insulin(b.fast_u, "bolus fast amount")
         w.insulin(b.extended_u, "bolus extended amount")
         w.u16(b.duration_min, "bolus duration")
@@ -394,14 +326,14 @@ def encode_status_reader_response(
         w.u8(a.profile_template_number, "active basal rate profile template number")
         w.insulin(a.rate_u_per_h, "active basal rate current config value")
         if a.tbr is not None:
-            w.u8(TbrType(a.tbr.tbr_type), "TBR type")
+            w.enum8(TbrType, a.tbr.tbr_type, "TBR type")
             w.insulin(a.tbr.adjustment, "TBR adjustment value")
             w.u16(a.tbr.programmed_duration_min, "TBR duration programmed")
             w.u16(a.tbr.remaining_duration_min, "TBR duration remaining")
         if a.tbr_template_number is not None:
             w.u8(a.tbr_template_number, "TBR template number")
         if a.delivery_context is not None:
-            w.u8(BasalDeliveryContext(a.delivery_context), "basal delivery context")
+            w.enum8(BasalDeliveryContext, a.delivery_context, "basal delivery context")
     elif isinstance(response, TotalDailyInsulinResponse):
         w.u16(StatusReaderOpcode.GET_TOTAL_DAILY_INSULIN_STATUS_RESPONSE, "op code")
         w.insulin(response.bolus_u, "total daily insulin sum of bolus delivered")

@@ -4,7 +4,9 @@ E2E), the E2E counter rules, the robustness variants public implementations disa
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from decimal import Decimal
+from enum import IntEnum
 
 import pytest
 from hypothesis import given, settings
@@ -48,8 +50,10 @@ from firmware_bridge.codec.ids import (
     GetDeliveredInsulin,
     GetInsulinOnBoard,
     GetTotalDailyInsulinStatus,
+    HAMMING_CODES,
     HistoryEvent,
     HistoryEventType,
+    IdsDialect,
     IddAnnunciationStatus,
     IddFeatureBit,
     IddFeatures,
@@ -67,6 +71,8 @@ from firmware_bridge.codec.ids import (
     RacpResponseCode,
     RacpResult,
     RawEventData,
+    RecordingReason,
+    ReferenceTime,
     ReservoirRemainingChanged,
     ResetStatus,
     ResponseCode,
@@ -112,8 +118,10 @@ from firmware_bridge.codec.ids import (
     encode_status_reader_request,
     encode_status_reader_response,
     next_e2e_counter,
+    is_hamming_code,
     racp_request_problem,
 )
+from firmware_bridge.codec import ids
 from firmware_bridge.codec.numbers import sfloat_bytes
 from firmware_bridge.errors import CrcError, DecodeError, EncodeError, FlagsError, LengthError, ReservedValueError
 
@@ -241,7 +249,12 @@ racp_responses = st.one_of(
 def history_events(draw: st.DrawFn) -> HistoryEvent:
     T = HistoryEventType
     kind = draw(st.sampled_from(list(T)))
-    if kind in (T.BOLUS_PROGRAMMED_PART_1_OF_2, T.BOLUS_DELIVERED_PART_1_OF_2):
+    if kind == T.REFERENCE_TIME:
+        moment = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31)))
+        data = ReferenceTime(draw(st.sampled_from(RecordingReason)), moment.year, moment.month, moment.day, moment.hour,
+                             moment.minute, moment.second, draw(st.integers(-48, 56) | st.just(-128)),
+                             draw(st.sampled_from([0, 2, 4, 8, 255])))
+    elif kind in (T.BOLUS_PROGRAMMED_PART_1_OF_2, T.BOLUS_DELIVERED_PART_1_OF_2):
         b, f, e, d = draw(bolus_amounts())
         data = BolusPart1(draw(u16), b, f, e, d)
     elif kind == T.BOLUS_PROGRAMMED_PART_2_OF_2:
@@ -694,3 +707,64 @@ def test_unknown_hamming_codes_and_reserved_flags_are_typed_errors() -> None:
         decode_status_reader_request(bytes([0x03, 0x03, 0x30, 0x03, 0x0F]))  # a response is not a request
     with pytest.raises(DecodeError):
         decode_command_response(b"")
+
+
+# --- Hamming codes, reference time, dialects ---------------------------------------------------------
+
+
+def test_every_enumeration_code_is_a_hamming_codeword_at_distance_4() -> None:
+    codes = sorted(HAMMING_CODES)
+    assert codes[:16] == [0x0F, 0x33, 0x3C, 0x55, 0x5A, 0x66, 0x69, 0x96, 0x99, 0xA5, 0xAA, 0xC3, 0xCC, 0xF0, 0xFF, 0x0303]
+    sample = codes[:64]
+    assert min(bin(a ^ b).count("1") for a in sample for b in sample if a != b) == 4
+    enums = [getattr(ids, name) for name in ids.__all__]
+    enums = [e for e in enums if isinstance(e, type) and issubclass(e, IntEnum) and e is not ResponseCode]
+    assert len(enums) >= 20
+    for enum_cls in enums:
+        for member in enum_cls:
+            assert is_hamming_code(member.value), (enum_cls.__name__, member.name)
+    assert ResponseCode.SUCCESS in HAMMING_CODES and not is_hamming_code(ResponseCode.INVALID_OPERAND)
+    assert not is_hamming_code(0x114C) and not is_hamming_code(0)
+
+
+def test_reference_time_event() -> None:
+    value = bytes([0x0F, 0x00, 0, 0, 0, 0, 0, 0, 0x3C, 0xE9, 0x07, 11, 23, 6, 30, 5, 4, 4])
+    event = decode_history_data(value)
+    assert event.data == ReferenceTime(RecordingReason.PERIODIC_RECORDING, 2025, 11, 23, 6, 30, 5, 4, 4)
+    assert event.data.local_datetime() == datetime(2025, 11, 23, 6, 30, 5)  # type: ignore[union-attr]
+    assert encode_history_data(event) == value
+    with pytest.raises(ReservedValueError):  # 30 February
+        decode_history_data(value[:10] + bytes([2, 30]) + value[12:])
+    with pytest.raises(ReservedValueError):  # DST code 3 does not exist
+        decode_history_data(value[:-1] + b"\x03")
+
+
+def test_encoders_refuse_codes_outside_the_enumerations() -> None:
+    with pytest.raises(EncodeError):
+        encode_idd_status(IddStatus(0x56, OperationalState.READY, 1.0, True))  # type: ignore[arg-type]
+    with pytest.raises(EncodeError):
+        encode_command_request(SetBolus(0x34, 1.0))  # type: ignore[arg-type]
+    with pytest.raises(EncodeError):
+        encode_command_request(SetTbr(TbrType.ABSOLUTE, 1.0, 0))  # a TBR needs a duration
+    with pytest.raises(EncodeError):
+        encode_command_request(CancelBolus(0x1_0000))
+
+
+def test_a_dialect_drives_the_encoders_and_auto_decoding_reads_every_dialect() :
+    dialects = [IdsDialect(), IdsDialect(e2e=True, number_format="float", annunciation_status_octets=2,
+                                         racp_response_operator=False, history_counter=True)]
+    status = IddStatus(TherapyControlState.RUN, OperationalState.READY, 80.0, True)
+    annunciation = IddAnnunciationStatus(Annunciation(9, AnnunciationType.BATTERY_LOW, AnnunciationState.PENDING))
+    event = HistoryEvent(HistoryEventType.RESERVOIR_REMAINING_AMOUNT_CHANGED, 3, 10, ReservoirRemainingChanged(80.0))
+    done = RacpResponseCode(RacpOpcode.REPORT_STORED_RECORDS, RacpResult.SUCCESS)
+    for d in dialects:
+        counter = 1 if d.e2e else None
+        assert decode_idd_status(encode_idd_status(status, e2e_counter=counter, number_format=d.number_format),
+                                 e2e=d.e2e, number_format="auto") == status
+        assert decode_idd_annunciation_status(encode_idd_annunciation_status(
+            annunciation, e2e_counter=counter, status_octets=d.annunciation_status_octets), e2e=d.e2e) == annunciation
+        assert decode_racp_response(encode_racp_response(done, e2e_counter=counter, include_operator=d.racp_response_operator),
+                                    e2e=d.e2e) == done
+        history_counter = counter if d.history_counter else None
+        assert decode_history_data(encode_history_data(event, e2e=d.e2e, counter=history_counter, number_format=d.number_format),
+                                   e2e=d.e2e, number_format="auto") == event

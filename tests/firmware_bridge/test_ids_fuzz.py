@@ -68,6 +68,8 @@ SEEDS: list[bytes] = [
     ids.encode_history_data(ids.HistoryEvent(ids.HistoryEventType.TBR_ADJUSTMENT_ENDED, 6, 60,
                                              ids.TbrEnded(ids.TbrType.RELATIVE, 30, ids.TbrEndReason.CANCELED, 1, 2))),
 ]
+SEEDS.append(ids.encode_history_data(ids.HistoryEvent(ids.HistoryEventType.REFERENCE_TIME, 1, 0, ids.ReferenceTime(
+    ids.RecordingReason.SET_DATE_TIME, 2026, 11, 23, 6, 30, 0, 4, 0))))
 SEEDS += [append_crc(seed + b"\x01") for seed in SEEDS[1:]]
 
 
