@@ -1,8 +1,8 @@
 """What-if prediction: glucose trajectories under hypothetical actions, from the twin's state and covariance.
 
 Method (sampled propagation): draw ``n_samples`` states from N(x, P) (parameter uncertainty included, since
-theta is a state), propagate each through the MVP model with 1-min Euler steps under the scenario's inputs,
-adding the filter's process noise each step; a CGM-comparable output adds the AR(1) sensor-noise state and
+theta is a state), propagate each through the MVP model (Euler, 2.5-min substeps) under the scenario's
+inputs, adding the filter's process noise (per-minute Q times the step) at every ``step_min`` output step; a CGM-comparable output adds the AR(1) sensor-noise state and
 the white measurement noise. Mean and the 2.5/97.5 % sample quantiles give the 95 % prediction interval.
 The same random draws are used for every scenario in one ``compare`` call (common random numbers), so the
 differences between scenarios come from the actions, not from the sampling.
@@ -115,7 +115,7 @@ def simulate(
     x: NDArray[np.float64], P: NDArray[np.float64], params: MVPParameters, basal_u_per_h: float,
     scenarios: Sequence[Scenario] = (NO_ACTION,), horizon_min: float = 180.0, step_min: float = 5.0,
     n_samples: int = 200, quantity: Quantity = "sensor", seed: int = 0, carb_count_cv: float = 0.2,
-    q_per_min: NDArray[np.float64] | None = None, r_mg_dl2: float = R_DEFAULT_MG_DL2,
+    q_per_min: NDArray[np.float64] | None = None, r_mg_dl2: float = R_DEFAULT_MG_DL2, substep_min: float = 2.5,
 ) -> list[Trajectory]:
     """Trajectories for each scenario from state ``x`` with covariance ``P`` (pure; no twin needed)."""
     if not (math.isfinite(horizon_min) and 0 < horizon_min <= 24 * 60):
@@ -124,29 +124,32 @@ def simulate(
         raise ScenarioError("n_samples must be >= 2")
     rng = np.random.default_rng(seed)
     base = _draw_states(np.asarray(x, float), np.asarray(P, float), n_samples, rng)
-    n_steps = int(round(horizon_min))
-    q_sd = np.sqrt(np.asarray(Q_PER_MIN_DEFAULT if q_per_min is None else q_per_min, dtype=float))
-    process = rng.standard_normal((n_steps, n_samples, N_STATES)) * q_sd
+    every = float(step_min)
+    n_blocks = int(math.ceil(horizon_min / every - 1e-9))
+    q = np.asarray(Q_PER_MIN_DEFAULT if q_per_min is None else q_per_min, dtype=float)
+    process = rng.standard_normal((n_blocks, n_samples, N_STATES)) * np.sqrt(q * every)
     carb_factor = np.clip(1.0 + carb_count_cv * rng.standard_normal(n_samples), 0.0, None)
     white = rng.standard_normal((n_samples,)) * math.sqrt(r_mg_dl2)
-    every = max(1, int(round(step_min)))
-    out_minutes = np.arange(0, n_steps + 1, every, dtype=float)
+    out_minutes = np.arange(n_blocks + 1, dtype=float) * every
     trajectories = []
     for scenario in scenarios:
         s = base.copy()
         s[:, ISC] += scenario.bolus_u * 1000.0 / (params.t1_min * params.ci_dl_per_min)
         s[:, D1] += scenario.carbs_g * carb_factor
-        values = np.empty((len(out_minutes), n_samples))
+        temp_end = scenario.temp_basal_duration_min if scenario.temp_basal_u_per_h is not None else 0.0
+        temp_rate = scenario.temp_basal_u_per_h if scenario.temp_basal_u_per_h is not None else basal_u_per_h
+        values = np.empty((n_blocks + 1, n_samples))
         values[0] = _observe(s, quantity, white)
-        k = 1
-        for minute in range(n_steps):
-            temp = scenario.temp_basal_u_per_h is not None and minute < scenario.temp_basal_duration_min
-            rate = scenario.temp_basal_u_per_h if temp else basal_u_per_h
-            s = mvp.step(s, 1.0, params, mvp.basal_mu_per_min(float(rate)))  # type: ignore[arg-type]
-            s += process[minute]
-            if (minute + 1) % every == 0:
-                values[k] = _observe(s, quantity, white)
-                k += 1
+        for block in range(n_blocks):
+            start, end = block * every, (block + 1) * every
+            # piecewise-constant insulin: the temp rate until temp_end, the basal after it
+            for seg_start, seg_end, rate in ((start, min(end, temp_end), temp_rate), (max(start, temp_end), end,
+                                                                                      basal_u_per_h)):
+                if seg_end > seg_start:
+                    s = mvp.step(s, seg_end - seg_start, params, mvp.basal_mu_per_min(float(rate)),
+                                 substep_min=substep_min)
+            s += process[block]
+            values[block + 1] = _observe(s, quantity, white)
         trajectories.append(Trajectory(
             scenario=scenario, quantity=quantity, minutes=out_minutes, mean_mg_dl=values.mean(axis=1),
             lower_95_mg_dl=np.quantile(values, 0.025, axis=1), upper_95_mg_dl=np.quantile(values, 0.975, axis=1),

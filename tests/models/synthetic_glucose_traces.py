@@ -34,6 +34,7 @@ def make_trace(
         (60, 45), (360, 70), (720, 80), (1080, 30)),
 ) -> SyntheticTrace:
     rng = np.random.default_rng(seed)
+    meals = tuple((t, g) for t, g in meals if t <= hours * 60)
     minutes = np.arange(0.0, hours * 60 + 0.1, 5.0)
     fine = np.arange(0.0, hours * 60 + 0.1, 1.0)
     doses = [InsulinDose(t - 2.5, g / carb_ratio) for t, g in meals]
