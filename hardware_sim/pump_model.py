@@ -12,6 +12,8 @@ What it models (defaults after common tubed pumps; every number is a parameter):
   being delivered is refused (accepted amount 0), like a real pump.
 * **Reservoir**: every delivered unit leaves the reservoir; an empty reservoir stops delivery and raises
   ``reservoir_empty``.
+* **Reservoir and set change**: every ``set_change_interval_min`` (3 days, the usual infusion-set change) the
+  person refills the reservoir to capacity; ``None`` disables refills (then a reservoir can run dry).
 * **Occlusion**: from the scheduled onset on, the pump keeps pushing but nothing reaches the body; the pump's
   own record still counts the insulin (it does not know). When the missed insulin reaches
   ``occlusion_alarm_threshold_u`` the pump alarms (``occlusion_alarm``), stops delivery and cancels the bolus
@@ -49,6 +51,7 @@ class PumpParameters:
     reservoir_capacity_u: float = 300.0
     occlusion_alarm_threshold_u: float = 2.0
     occlusion_resolution_min: float = 60.0
+    set_change_interval_min: float | None = 3 * MINUTES_PER_DAY
 
     def __post_init__(self) -> None:
         for name in ("bolus_increment_u", "basal_rate_resolution_u_per_h", "basal_pulse_u",
@@ -58,6 +61,8 @@ class PumpParameters:
                 raise PumpModelError(f"pump parameter {name} must be positive, got {getattr(self, name)!r}")
         if self.occlusion_resolution_min < 0:
             raise PumpModelError("occlusion_resolution_min must be >= 0")
+        if self.set_change_interval_min is not None and not self.set_change_interval_min >= 1:
+            raise PumpModelError("set_change_interval_min must be >= 1 minute or None")
 
 
 def round_down_to(value: NDArray, increment: float) -> NDArray:
@@ -191,6 +196,8 @@ class InsulinPumpArray:
         """Advance one minute; return the insulin (U, shape (M,)) that reached each body in that minute."""
         p = self.parameters
         now = self.time_min
+        if p.set_change_interval_min is not None and now > 0 and now % p.set_change_interval_min == 0:
+            self.reservoir_u = np.full(self.n_pumps, p.reservoir_capacity_u)
         # Occlusion onset, alarm and resolution (set change) happen at minute boundaries.
         self.occluded |= ~np.isnan(self.occlusion_onset_min) & (self.occlusion_onset_min <= now) & ~self.occlusion_alarm
         resolved = self.occlusion_alarm & (now >= self.occlusion_alarm_time_min + p.occlusion_resolution_min)

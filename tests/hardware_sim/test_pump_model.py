@@ -72,12 +72,23 @@ def test_temp_basal_overrides_then_expires_and_can_be_cancelled() -> None:
 
 
 def test_empty_reservoir_stops_delivery_and_is_flagged() -> None:
-    pump = InsulinPumpArray([1.0], reservoir_u=2.0)
+    pump = InsulinPumpArray([1.0], PumpParameters(set_change_interval_min=None), reservoir_u=2.0)
     pump.command_bolus([5.0])
     delivered = run(pump, 30)[:, 0]
     assert delivered.sum() == pytest.approx(2.0)
     assert pump.state().reservoir_empty[0]
     assert pump.command_bolus([1.0])[0] == 0.0
+
+
+def test_set_change_refills_the_reservoir_every_three_days() -> None:
+    pump = InsulinPumpArray([1.0], PumpParameters(reservoir_capacity_u=100.0))
+    run(pump, 3 * 1440 - 1)
+    assert pump.reservoir_u[0] == pytest.approx(100.0 - 1.0 * (3 * 1440 - 1) / 60, abs=0.05)
+    run(pump, 2)
+    assert pump.reservoir_u[0] > 99.9
+    never = InsulinPumpArray([2.0], PumpParameters(reservoir_capacity_u=10.0, set_change_interval_min=None))
+    assert run(never, 3 * 1440 + 60).sum() == pytest.approx(10.0)
+    assert never.state().reservoir_empty[0]
 
 
 def test_silent_occlusion_then_alarm_then_set_change() -> None:
