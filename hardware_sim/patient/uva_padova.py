@@ -63,6 +63,7 @@ STATE_NAMES: tuple[str, ...] = (
 )
 N_STATES = len(STATE_NAMES)
 _CLAMPED_STATES = (3, 4, 5, 9, 10, 11, 12)  # Gp, Gt, Ip, Il, Isc1, Isc2, Gs
+_CLAMP_MASK = np.isin(np.arange(13), _CLAMPED_STATES)[:, None]  # (13, 1), broadcasts over subjects
 _MIN_DBAR_MG = 1e-3
 _U_PER_MIN_TO_PMOL = 6000.0  # 1 U = 6000 pmol; divided by BW gives pmol/kg/min
 
@@ -158,20 +159,18 @@ class UvaPadovaCohortModel:
         return self._last_qsto_mg + self._food_taken_g * 1000.0
 
     # ----------------------------------------------------------------------------------------- stepping
-    def _per_subject(self, value, label: str, *, default: float | None = None, positive: bool = False) -> np.ndarray:
-        if value is None:
-            return np.full(self._m, default)
+    def _per_subject(self, value, label: str, *, positive: bool = False) -> np.ndarray:
         arr = np.asarray(value, dtype=np.float64)
-        try:
-            arr = np.broadcast_to(arr, (self._m,))
-        except ValueError:
-            raise PatientInputError(f"{label} has shape {arr.shape}; expected a scalar or ({self._m},)") from None
-        if not np.all(np.isfinite(arr)):
-            raise PatientInputError(f"{label} must be finite")
-        if positive and np.any(arr <= 0):
+        if arr.shape != (self._m,):
+            try:
+                arr = np.broadcast_to(arr, (self._m,))
+            except ValueError:
+                raise PatientInputError(f"{label} has shape {arr.shape}; expected a scalar or ({self._m},)") from None
+        low = arr.min()
+        if not (low >= 0 and np.isfinite(arr.max())):  # also catches NaN
+            raise PatientInputError(f"{label} must be finite and >= 0")
+        if positive and low <= 0:
             raise PatientInputError(f"{label} must be > 0")
-        if np.any(arr < 0):
-            raise PatientInputError(f"{label} must be >= 0")
         return arr
 
     def step(
@@ -193,17 +192,21 @@ class UvaPadovaCohortModel:
         """
         carbs = self._per_subject(carbs_g_per_min, "carbs_g_per_min")
         insulin = self._per_subject(insulin_u_per_min, "insulin_u_per_min")
-        s_scale = self._per_subject(insulin_sensitivity_scale, "insulin_sensitivity_scale", default=1.0, positive=True)
-        e_scale = self._per_subject(egp_scale, "egp_scale", default=1.0, positive=True)
+        if insulin_sensitivity_scale is None:
+            vmx, kp3 = self._vmx, self._kp3
+        else:
+            s_scale = self._per_subject(insulin_sensitivity_scale, "insulin_sensitivity_scale", positive=True)
+            vmx, kp3 = self._vmx * s_scale, self._kp3 * s_scale
+        if egp_scale is None:
+            kp1 = self._kp1
+        else:
+            kp1 = self._kp1 * self._per_subject(egp_scale, "egp_scale", positive=True)
         minutes = float(minutes)
         if not math.isfinite(minutes) or minutes <= 0:
             raise PatientInputError(f"minutes must be a finite number > 0, got {minutes!r}")
 
         d_mg = carbs * 1000.0
         u_pmol = insulin * self._ins_coef
-        vmx = self._vmx * s_scale
-        kp3 = self._kp3 * s_scale
-        kp1 = self._kp1 * e_scale
         whole = int(math.floor(minutes + 1e-9))
         chunks = [1.0] * whole
         rest = minutes - whole
@@ -242,11 +245,11 @@ class UvaPadovaCohortModel:
         k3 = self._rhs(x + (0.5 * h) * k2, d_mg, u_pmol, gut, vmx, kp3, kp1)
         k4 = self._rhs(x + h * k3, d_mg, u_pmol, gut, vmx, kp3, kp1)
         x_new = x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
-        clamped = x_new[_CLAMPED_STATES, :]
-        if (clamped < 0).any():
+        negative = (x_new < 0) & _CLAMP_MASK
+        if negative.any():
             # A fixed step can overshoot a clamped state below 0 where simglucose's adaptive dopri5 stops at
             # ~0 (only in extreme hypoglycaemia, glucose near 0 mg/dL): project back onto 0.
-            x_new[_CLAMPED_STATES, :] = np.maximum(clamped, 0.0)
+            x_new[negative] = 0.0
         self._x = x_new
 
     def _rhs(self, x, d_mg, u_pmol, gut, vmx, kp3, kp1) -> np.ndarray:
@@ -271,7 +274,7 @@ class UvaPadovaCohortModel:
         dx[10] = u_pmol - self._ka1kd * isc1
         dx[11] = self._kd * isc1 - self._ka2 * isc2
         dx[12] = self._ksc * (gp - gs)
-        negative = x[_CLAMPED_STATES, :] < 0
+        negative = (x < 0) & _CLAMP_MASK
         if negative.any():
-            dx[_CLAMPED_STATES, :] = np.where(negative, 0.0, dx[_CLAMPED_STATES, :])
+            dx[negative] = 0.0
         return dx
