@@ -68,6 +68,8 @@ class Radio:
         self._seen_addresses: dict[str, Any] = {}
         self._scan_lock = asyncio.Lock()
         self.connect_lock = asyncio.Lock()
+        self._lost_listeners: dict[object, Callable[[], None]] = {}
+        self._lost = False
         """Serialises LE connection attempts (a host has at most one pending LE connection)."""
 
     # -- construction -----------------------------------------------------------------------------------------
@@ -112,6 +114,9 @@ class Radio:
                 raise RadioError(f"cannot open HCI transport {self.spec!r}: {error}") from error
             source, sink = self._transport.source, self._transport.sink
             _set_tcp_nodelay(sink)
+            terminated = getattr(source, "terminated", None)
+            if isinstance(terminated, asyncio.Future):
+                terminated.add_done_callback(lambda _: self._on_transport_lost())
         else:
             source, sink = self._hci_source, self._hci_sink
         device = Device.with_hci("glucotwin-hub", Address(self.address), source, sink)
@@ -129,12 +134,13 @@ class Radio:
             return
         device, self._device = self._device, None
         self._scan_listeners.clear()
-        for connection in list(device.connections.values()):
+        self._lost_listeners.clear()
+        for connection in list(device.connections.values()) if not self._lost else []:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.disconnect(), timeout=2.0)
         with contextlib.suppress(Exception):
-            if device.is_scanning:
-                await device.stop_scanning()
+            if device.is_scanning and not self._lost:
+                await asyncio.wait_for(device.stop_scanning(), timeout=2.0)
         await self._close_transport()
 
     async def _close_transport(self) -> None:
@@ -166,6 +172,8 @@ class Radio:
         """The bumble device (host) of this radio; only inside ``async with``."""
         if self._device is None:
             raise RadioError("radio is not open: use `async with radio:`")
+        if self._lost:
+            raise RadioError(f"the HCI transport {self.spec!r} is lost: open a new Radio")
         if self._loop is not asyncio.get_running_loop():
             raise RadioError("radio used from another event loop than the one that opened it")
         return self._device
@@ -182,8 +190,31 @@ class Radio:
         async with self._scan_lock:
             self._scan_listeners.pop(token, None)
             device = self._device
-            if not self._scan_listeners and device is not None and device.is_scanning:
-                await device.stop_scanning()
+            if not self._scan_listeners and device is not None and device.is_scanning and not self._lost:
+                await asyncio.wait_for(device.stop_scanning(), timeout=2.0)
+
+    @property
+    def is_alive(self) -> bool:
+        """False once the HCI transport is gone (simulator stopped, dongle unplugged): open a new Radio."""
+        return self._device is not None and not self._lost
+
+    def add_lost_listener(self, token: object, listener: Callable[[], None]) -> None:
+        """Call ``listener`` if the HCI transport is lost (the backends turn it into a disconnection)."""
+        self._lost_listeners[token] = listener
+
+    def remove_lost_listener(self, token: object) -> None:
+        self._lost_listeners.pop(token, None)
+
+    def _on_transport_lost(self) -> None:
+        if self._lost or self._device is None:
+            return
+        self._lost = True
+        logger.warning("radio %s: HCI transport lost", self.spec)
+        for listener in list(self._lost_listeners.values()):
+            try:
+                listener()
+            except Exception:
+                logger.exception("transport-lost listener failed")
 
     def known_address(self, address: str) -> Any:
         """The bumble ``Address`` (with its public/random type) last seen advertising as ``address``."""

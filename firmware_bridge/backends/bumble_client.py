@@ -122,6 +122,7 @@ class BumbleClientBackend(BaseBleakClient):
                 raise BleakError(f"connection to {self.address} failed: {error}") from error
         self._connection = connection
         connection.on(connection.EVENT_DISCONNECTION, self._on_disconnection)
+        self._radio.add_lost_listener(self, self._on_radio_lost)
         try:
             if self._radio.requested_mtu > 23:
                 await self._gatt(connection.gatt_client.request_mtu(self._radio.requested_mtu))
@@ -130,7 +131,17 @@ class BumbleClientBackend(BaseBleakClient):
             await self.disconnect()
             raise
 
+    def _on_radio_lost(self) -> None:
+        """The HCI transport is gone: no disconnection event will ever come, so make one up (and fail the
+        pending request, as bumble does on a disconnection)."""
+        if self._connection is None or self._disconnected.is_set():
+            return
+        with contextlib.suppress(Exception):
+            self._connection.gatt_client.on_disconnection()
+        self._on_disconnection(0x08)  # connection timeout: what a supervision timeout would report
+
     def _on_disconnection(self, reason: int) -> None:
+        self._radio.remove_lost_listener(self)
         solicited = self._disconnecting
         self._disconnected.set()
         self._subscribers.clear()
@@ -143,6 +154,9 @@ class BumbleClientBackend(BaseBleakClient):
         if connection is None or self._disconnected.is_set():
             return
         self._disconnecting = True
+        if not self._radio.is_alive:
+            self._on_disconnection(0x16)  # nothing to send a disconnect over: just forget the connection
+            return
         with contextlib.suppress(Exception):
             await connection.disconnect()
         with contextlib.suppress(asyncio.TimeoutError):

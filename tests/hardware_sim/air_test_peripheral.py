@@ -7,6 +7,7 @@ notifications (also longer than MTU-3, to see them truncated) and an indicating 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from bumble.att import ATT_WRITE_NOT_PERMITTED_ERROR, ATT_Error
@@ -182,12 +183,19 @@ class ServerProcess:
         self.port = int(line.split()[1])
         return self
 
+    def kill(self) -> None:
+        """Kill the server process abruptly (no clean shutdown of its sockets' peers)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
     def __exit__(self, *exc_info: object) -> None:
         import subprocess
 
         if self.process is None:
             return
-        self.process.stdin.close()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:

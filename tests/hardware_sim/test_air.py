@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 from bleak import BleakClient, BleakScanner
+from bleak.exc import BleakError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,7 +57,13 @@ async def find_battery(radio: Radio, timeout_s: float = 5.0) -> Any:
 
 
 # -- several hubs, hub restarts (real loopback TCP to a server process) ------------------------------------------
-def test_two_hubs_share_the_device_models() -> None:
+@pytest.fixture(scope="module")
+def server() -> Any:
+    with ServerProcess() as process:
+        yield process
+
+
+def test_two_hubs_share_the_device_models(server: ServerProcess) -> None:
     async def scenario(spec: str) -> None:
         async with Radio.from_spec(spec) as radio_a, Radio.from_spec(spec) as radio_b:
             device_a, device_b = await asyncio.gather(find_battery(radio_a), find_battery(radio_b))
@@ -68,8 +75,7 @@ def test_two_hubs_share_the_device_models() -> None:
                 assert await hub_b.read_gatt_char(SINK_UUID) == b"written by hub A"
                 assert await hub_a.read_gatt_char(BATTERY_LEVEL_UUID) == await hub_b.read_gatt_char(BATTERY_LEVEL_UUID)
 
-    with ServerProcess() as server:
-        run(scenario(server.spec))
+    run(scenario(server.spec))
 
 
 HUB_THAT_DIES = """
@@ -89,7 +95,7 @@ asyncio.run(main())
 """
 
 
-def test_hub_process_killed_then_a_new_hub_connects() -> None:
+def test_hub_process_killed_then_a_new_hub_connects(server: ServerProcess) -> None:
     root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": root}
 
@@ -99,19 +105,18 @@ def test_hub_process_killed_then_a_new_hub_connects() -> None:
             async with BleakClient(device, **radio.client_kwargs()) as client:
                 assert await client.read_gatt_char(SINK_UUID) == b"from the dead hub"
 
-    with ServerProcess() as server:
-        hub = subprocess.Popen(
-            [sys.executable, "-c", HUB_THAT_DIES, server.spec], cwd=root, env=env, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            assert hub.stdout is not None and hub.stdout.readline().strip() == "CONNECTED"
-        finally:
-            hub.kill()  # no disconnect, no socket shutdown handshake from the hub: the air must clean up
-            hub.wait(timeout=5)
-            if hub.stdout is not None:
-                hub.stdout.close()
-        run(new_hub(server.spec))
-        run(new_hub(server.spec))  # and again: each hub link is torn down when its socket closes
+    hub = subprocess.Popen(
+        [sys.executable, "-c", HUB_THAT_DIES, server.spec], cwd=root, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert hub.stdout is not None and hub.stdout.readline().strip() == "CONNECTED"
+    finally:
+        hub.kill()  # no disconnect, no socket shutdown handshake from the hub: the air must clean up
+        hub.wait(timeout=5)
+        if hub.stdout is not None:
+            hub.stdout.close()
+    run(new_hub(server.spec))
+    run(new_hub(server.spec))  # and again: each hub link is torn down when its socket closes
 
 
 def test_out_of_range_period_over_tcp_with_accelerated_clock() -> None:
@@ -371,3 +376,20 @@ def test_one_hub_holds_two_peripherals_while_scanning() -> None:
                 await client.disconnect()
 
     run(scenario())
+
+
+def test_simulator_process_gone_is_a_disconnection_for_the_hub() -> None:
+    async def scenario(server: ServerProcess) -> None:
+        async with Radio.from_spec(server.spec) as radio:
+            dropped = asyncio.Event()
+            client = BleakClient(await find_battery(radio), disconnected_callback=lambda _: dropped.set(), **radio.client_kwargs())
+            await client.connect()
+            await asyncio.get_running_loop().run_in_executor(None, server.kill)
+            await asyncio.wait_for(dropped.wait(), 5)
+            assert not client.is_connected and not radio.is_alive
+            with pytest.raises(BleakError):
+                await client.read_gatt_char(BATTERY_LEVEL_UUID)
+            await client.disconnect()  # harmless
+
+    with ServerProcess() as server:
+        run(scenario(server))
