@@ -93,7 +93,7 @@ class MVPFilter:
     def __init__(
         self, params: MVPParameters, x0: NDArray[np.float64], P0: NDArray[np.float64], kind: FilterKind = "ukf",
         q_per_min: NDArray[np.float64] | None = None, r_mg_dl2: float = R_DEFAULT_MG_DL2, substep_min: float = 1.0,
-        integrator: str = "euler",
+        integrator: str = "euler", vectorised_sigmas: bool = True,
     ) -> None:
         if kind not in ("ukf", "ekf"):
             raise ValueError(f"unknown filter kind {kind!r} (ukf or ekf)")
@@ -105,9 +105,14 @@ class MVPFilter:
         self.integrator = integrator
         if kind == "ukf":
             points = MerweScaledSigmaPoints(N_STATES, alpha=0.5, beta=2.0, kappa=0.0)
-            self._ukf = _VectorisedUKF(
-                dim_x=N_STATES, dim_z=1, dt=5.0, hx=self._hx, fx=self._fx_batch, points=points,
-            )
+            if vectorised_sigmas:
+                self._ukf = _VectorisedUKF(
+                    dim_x=N_STATES, dim_z=1, dt=5.0, hx=self._hx, fx=self._fx_batch, points=points,
+                )
+            else:  # filterpy's own loop over sigma points (kept as a measured baseline)
+                self._ukf = UnscentedKalmanFilter(
+                    dim_x=N_STATES, dim_z=1, dt=5.0, hx=self._hx, fx=self._fx_batch, points=points,
+                )
             self._ukf.R = np.array([[self.r_mg_dl2]])
         else:
             self._ekf = ExtendedKalmanFilter(dim_x=N_STATES, dim_z=1)

@@ -1,0 +1,59 @@
+"""Per-reading cost of the twin's update: UKF vs EKF (the baseline), integrators and sigma-point handling.
+
+Run:  .venv/bin/python -m pytest tests/models/test_bench_twin.py -m benchmark --benchmark-enable -s
+Each benchmark feeds one 5-min CGM reading per call to a twin that has already seen a synthetic day; the
+printed line gives p50/p99 from the raw per-call timings. Baseline: the EKF (analytic Jacobian, Euler).
+Without --benchmark-enable (the default in CI) each case runs once, as a smoke test.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from models.twin.filter import MVPFilter
+from models.twin.twin import DigitalTwin, TwinSettings
+
+from .synthetic_glucose_traces import make_trace
+
+SETTINGS = TwinSettings(basal_u_per_h=1.0, insulin_sensitivity_mg_dl_per_u=50.0, carb_ratio_g_per_u=10.0)
+CASES = {
+    "ekf_euler (baseline)": {"filter_kind": "ekf"},
+    "ukf_euler_vectorised": {"filter_kind": "ukf"},
+    "ukf_euler_per_sigma": {"filter_kind": "ukf", "vectorised_sigmas": False},
+    "ukf_rk4_vectorised": {"filter_kind": "ukf", "integrator": "rk4"},
+}
+
+
+def _twin(case: dict) -> DigitalTwin:
+    twin = DigitalTwin.from_therapy_settings(SETTINGS, filter_kind=case["filter_kind"])
+    if len(case) > 1:
+        f = twin.filter
+        twin.filter = MVPFilter(twin.params, f.x, f.P, kind=case["filter_kind"],
+                                integrator=case.get("integrator", "euler"),
+                                vectorised_sigmas=case.get("vectorised_sigmas", True))
+    return twin
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("name", list(CASES))
+def test_twin_update_cost_per_reading(benchmark, name: str) -> None:
+    trace = make_trace(hours=24, seed=11)
+    twin = _twin(CASES[name])
+    readings = itertools.cycle(list(zip(trace.cgm_mg_dl, trace.bolus_u, trace.carbs_g)))
+    clock = itertools.count(0)
+
+    def one_reading() -> None:
+        glucose, bolus, carbs = next(readings)
+        twin.update(float(glucose), 5.0 * next(clock), insulin_u=float(bolus), carbs_g=float(carbs))
+
+    benchmark(one_reading)
+    assert np.all(np.isfinite(twin.x))
+    data = getattr(getattr(benchmark, "stats", None), "stats", None)
+    if data is not None and getattr(data, "data", None):
+        ms = np.array(data.data) * 1e3
+        p50, p99 = np.percentile(ms, [50, 99])
+        benchmark.extra_info.update(p50_ms=round(float(p50), 4), p99_ms=round(float(p99), 4))
+        print(f"\n{name:<24} per reading: p50 {p50:.3f} ms  p99 {p99:.3f} ms  (n={ms.size})")
