@@ -107,6 +107,7 @@ class Radio:
         from bumble.transport import open_transport
 
         self._loop = asyncio.get_running_loop()
+        self._lost = False
         if self._hci_source is None:
             try:
                 self._transport = await open_transport(self.spec)

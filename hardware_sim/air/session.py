@@ -87,10 +87,21 @@ class LinkSession:
         self._in_range = True
         self._range_task: asyncio.Task[Any] | None = None
         self._range_sleeping = False
+        self._start_begun = False
+        self._start_done = asyncio.Event()
 
     # -- lifetime ---------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._start_begun = True
+        try:
+            await self._start()
+        finally:
+            self._start_done.set()
+
+    async def _start(self) -> None:
         for index, peripheral in enumerate(self.peripherals):
+            if self._closed:
+                return
             controller = Controller(f"{peripheral.name}-controller-{index}", link=self.link)
             self._controllers.append(controller)
             device = Device(
@@ -106,7 +117,7 @@ class LinkSession:
             await device.power_on()
             self.devices.append(device)
         self._in_range = self.fault_plan.in_range(self.clock.now_min())
-        if self._in_range:
+        if self._in_range and not self._closed:
             for device in self.devices:
                 await self._advertise(device)
         if self.fault_plan.next_range_change_min(self.clock.now_min()) is not None:
@@ -117,6 +128,9 @@ class LinkSession:
         if self._closed:
             return
         self._closed = True
+        if self._start_begun:  # a hub that leaves at once: let the devices finish powering on, then drop them
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._start_done.wait(), timeout=5.0)
         # Cancel only what is sleeping: cancelling a task in the middle of an HCI command leaves bumble's host
         # with a cancelled pending response that the controller's answer then trips over.
         if self._range_task is not None and self._range_sleeping:
