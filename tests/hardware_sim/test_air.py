@@ -393,3 +393,26 @@ def test_simulator_process_gone_is_a_disconnection_for_the_hub() -> None:
 
     with ServerProcess() as server:
         run(scenario(server))
+
+
+def test_clients_that_leave_at_once_leave_no_link_behind() -> None:
+    from hardware_sim.air import serve
+
+    async def scenario() -> None:
+        server = await serve([BatteryPeripheral()], port=0)
+        try:
+            for _ in range(3):
+                _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                writer.close()
+            async with Radio.from_spec(server.spec) as radio:  # a real hub still gets a working link
+                async with BleakClient(await find_battery(radio), **radio.client_kwargs()) as client:
+                    assert await client.read_gatt_char(BATTERY_LEVEL_UUID) == bytearray([87])
+            for _ in range(100):
+                if not server.sessions:
+                    break
+                await asyncio.sleep(0.01)
+            assert not server.sessions
+        finally:
+            await server.close()
+
+    run(scenario())
