@@ -68,3 +68,25 @@ def test_cli_ble_readings_json_against_the_simulator_process() -> None:
     assert [line["glucose_mg_dl"] for line in lines] == [expected_glucose(o) for o in (0, 5, 10, 15, 20)]
     assert {"trend_mg_dl_min", "annunciations"} <= set(lines[0])
     assert lines[0]["trend_mg_dl_min"] is None and lines[1]["trend_mg_dl_min"] is not None
+
+
+def test_cli_ble_pump_status_and_confirmed_bolus_against_the_simulator_process() -> None:
+    with simulator("--acceleration", "60") as spec:
+
+        def pump(*args: str) -> subprocess.CompletedProcess[str]:
+            command = glucotwin_command("ble", "pump", "--transport", spec, "--json", "--timeout", "60", *args)
+            return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=90)
+
+        status = pump("status")
+        refused = pump("bolus", "1.5")
+        bolus = pump("bolus", "1.5", "--confirm")
+        after = pump("status")
+    assert status.returncode == 0, status.stderr
+    before = json.loads(status.stdout)
+    assert before["therapy_state"] == "RUN" and before["e2e_protection"] is True and before["reservoir_u"] > 150
+    assert refused.returncode == 3 and "--confirm" in refused.stderr and refused.stdout == ""
+    assert bolus.returncode == 0, bolus.stderr
+    outcome = json.loads(bolus.stdout)
+    assert outcome["accepted"] is True and outcome["bolus_id"] == 1 and outcome["description"] == "fast bolus 1.5 U"
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["delivered_bolus_u"] > 0  # the refused call delivered nothing, the confirmed one did
