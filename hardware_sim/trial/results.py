@@ -89,7 +89,8 @@ def format_table(result: TrialResult, *, per_subject: bool = False, source: str 
                       if rows.totals["model_glucose_below_20_pct"][i] > 0]
         if floor_rows:
             notes.append(f"note: {arm}: true glucose fell below 20 mg/dL (floored at 20 for the metrics; S2008 has "
-                         f"no counter-regulation) in {len(floor_rows)} rows: {', '.join(floor_rows)}")
+                         f"no counter-regulation) in {len(floor_rows)} rows: {', '.join(floor_rows[:10])}"
+                         + (", ..." if len(floor_rows) > 10 else ""))
     where = "true plasma glucose" if source == "true" else "CGM readings"
     title = (f"In-silico trial: cohort {result.cohort_label}, {result.config.days:g} days, seeds "
              f"{','.join(map(str, result.config.seeds))}, scenario {result.config.scenario_spec().name}; "
