@@ -24,6 +24,7 @@ from typing import Literal
 from ..errors import CrcError, EncodeError, FlagsError, LengthError
 from .crc import crc16_mcrf4xx
 from .ids_common import (
+    ImplausibleValueError,
     NumberFormat,
     OperationalState,
     Reader,
@@ -87,8 +88,12 @@ class IddFeatureBit(IntFlag):
 
 @dataclass(frozen=True)
 class IddFeatures:
-    """What the pump supports. ``flags`` holds every flag bit received, extension octets included
-    (bits 24.. are kept as received: the specification reserves them for future features)."""
+    """What the pump supports. ``flags`` holds every flag bit received, extension octets included.
+
+    Reserved bits (16..22, and bits in extension octets) are kept as received rather than rejected: they
+    announce features a later revision defines, and the captured commercial value sets bits 24..28.
+    Nothing is inferred from them; the known bits are :class:`IddFeatureBit`.
+    """
 
     concentration_iu_per_ml: float
     flags: int
@@ -148,7 +153,7 @@ def decode_idd_features(data: bytes, *, checker: E2ECounterChecker | None = None
         raise FlagsError(FEATURES, f"E2E not supported but the CRC field is 0x{crc:04X}, not 0xFFFF", data)
     concentration = decode_sfloat(concentration_raw, field="insulin concentration", strict=True)
     if concentration <= 0:
-        raise FlagsError(FEATURES, f"insulin concentration {concentration} IU/mL is not positive", data)
+        raise ImplausibleValueError(FEATURES, f"insulin concentration {concentration} IU/mL is not positive", data)
     return IddFeatures(concentration_iu_per_ml=concentration, flags=flags)
 
 
