@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hardware_sim.random_streams import RowStreams
 from hardware_sim.scenario import (
@@ -104,3 +106,18 @@ def test_presets_and_errors() -> None:
         with_changes(scenario_spec("standard"), carb_count_error_fraction=1.5)
     with pytest.raises(ScenarioError):
         realise("standard", RowStreams.from_seed(1, 1), 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1), st.sampled_from(sorted(SCENARIO_PRESETS)))
+def test_any_seed_conserves_carbs_and_bounds_announcement_errors(seed: int, name: str) -> None:
+    r = realise(name, RowStreams.from_seed(seed, 2), 1440)
+    spec = scenario_spec(name)
+    for row in range(2):
+        events = [e for e in r.meals if e.row == row]
+        assert r.carbs_g_per_min[row].sum() == pytest.approx(sum(e.carbs_eaten_g for e in events))
+        for e in events:
+            if not np.isnan(e.carbs_announced_g):
+                assert abs(e.carbs_announced_g - e.carbs_eaten_g) <= spec.carb_count_error_fraction * e.carbs_eaten_g + 0.5
+    assert (r.carbs_g_per_min >= 0).all() and (r.announced_carbs_g >= 0).all()
+    assert (r.egp_scale >= 1).all() and (r.insulin_sensitivity_scale > 0).all()

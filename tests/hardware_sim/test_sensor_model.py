@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from hardware_sim.random_streams import RowStreams
 from hardware_sim.sensor_model import (
@@ -129,3 +132,14 @@ def test_bad_parameters_and_shapes_raise_typed_errors() -> None:
         sensor.read(10, np.ones(2))
     with pytest.raises(SensorModelError):
         sensor.read_trace(np.ones((2, 9)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32 - 1),
+       arrays(np.float64, (2, 50), elements=st.floats(min_value=0.0, max_value=1000.0)))
+def test_any_trace_reads_within_limits_or_missing(seed: int, ig: np.ndarray) -> None:
+    p = CgmSensorParameters(dropout_start_probability=0.1, compression_probability_per_night=1.0)
+    readings = CgmSensorArray(RowStreams.from_seed(seed, 2), 50, p).read_trace(ig)
+    valid = readings[~np.isnan(readings)]
+    assert ((valid >= 40) & (valid <= 400)).all()
+    np.testing.assert_array_equal(valid, np.round(valid))
