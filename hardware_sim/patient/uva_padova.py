@@ -44,8 +44,8 @@ Scenario modifiers (not in S2008; the scenario engine's sensitivity drift and da
   the intended effect.
 
 Integration: classical RK4 with ``substeps_per_min`` equal sub-steps per minute (inputs held constant over
-each minute, as simglucose's dopri5 call per minute); 2 sub-steps keep all 30 published subjects within
-about 0.1 mg/dL of simglucose over 24 h with meals.
+each minute, as simglucose's dopri5 call per minute). Measured on the agreement fixture (30 subjects, 24 h,
+3 meals): max |plasma difference| 0.019 mg/dL with 2 sub-steps (default), 0.32 with 1, 0.0016 with 4.
 """
 
 from __future__ import annotations
