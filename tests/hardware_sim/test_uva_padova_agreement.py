@@ -69,3 +69,15 @@ def test_coarser_integration_is_measurably_worse(reference):
         coarse_error.append(np.abs(coarse.plasma_glucose_mg_dl - reference["plasma_glucose_mg_dl"][:, t + 1]).max())
     assert max(coarse_error) > 0.05  # RK4 with 1-min steps: visibly off (about 0.3 mg/dL), yet bounded
     assert max(coarse_error) < 5
+
+
+def test_fixture_inputs_are_the_documented_protocol(reference):
+    """The stored inputs are exactly what the generator's protocol gives for the bundled cohort data."""
+    from hardware_sim.patient.reference.make_simglucose_fixtures import protocol
+
+    cohort = load_cohort(",".join(str(n) for n in reference["names"]))
+    carbs, insulin = protocol(cohort.basal_u_per_h / 60.0, cohort.carb_ratio_g_per_u)
+    np.testing.assert_array_equal(carbs, reference["carbs_g_per_min"])
+    np.testing.assert_allclose(insulin, reference["insulin_u_per_min"], rtol=1e-12)
+    assert carbs.max() == 5.0  # simglucose's eating rate
+    assert np.count_nonzero(insulin[0] > cohort.basal_u_per_h[0] / 60.0 * 1.001) == 3  # one bolus per meal
