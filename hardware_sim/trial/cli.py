@@ -57,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--population", type=int, default=None, metavar="N",
                         help="instead of --cohort, N subjects sampled around the published 30")
     parser.add_argument("--population-seed", type=int, default=0, metavar="S")
-    parser.add_argument("--chunk-size", type=int, default=None, help="rows (subject x seed) per work unit")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="rows (subject x seed) advanced together per work unit (default 256; with --dask "
+                        "about 2 chunks per worker); results do not depend on it")
     parser.add_argument("--dask", nargs="?", const="local", default=None, metavar="SCHEDULER_ADDRESS",
                         help="run chunks on dask.distributed: a LocalCluster, or the given scheduler")
     parser.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hardware_sim.patient.cohort import CohortSelectionError, load_cohort, sample_population
     from hardware_sim.trial.arms import UnknownArmError, make_arm
-    from hardware_sim.trial.engine import TrialConfig, TrialConfigError, TrialRows, run_trial
+    from hardware_sim.trial.engine import DEFAULT_CHUNK_ROWS, TrialConfig, TrialConfigError, TrialRows, run_trial
     from hardware_sim.trial.results import format_table, write_csv, write_json
 
     try:
@@ -112,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"glucotwin trial: error: {error}", file=sys.stderr)
                 return 2
         else:
-            result = run_trial(arms, cohort, config, chunk_size=args.chunk_size, progress=bar.update,
-                               cohort_label=label)
+            result = run_trial(arms, cohort, config, chunk_size=args.chunk_size or DEFAULT_CHUNK_ROWS,
+                               progress=bar.update, cohort_label=label)
     finally:
         bar.close()
     print(format_table(result, per_subject=args.per_subject))

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from hardware_sim.patient.cohort import Cohort
 from hardware_sim.trial.arms import make_arm
 from hardware_sim.trial.engine import (
+    DEFAULT_CHUNK_ROWS,
     Progress,
     RowResults,
     TrialConfig,
@@ -74,7 +75,7 @@ def run_trial_distributed(
     client, cluster = _client(scheduler_address, n_workers)
     try:
         workers = max(1, len(client.scheduler_info().get("workers", {})) or n_workers)
-        size = chunk_size or max(1, math.ceil(len(rows) / (2 * workers)))
+        size = chunk_size or min(DEFAULT_CHUNK_ROWS, max(1, math.ceil(len(rows) / (2 * workers))))
         chunks = chunk_indices(len(rows), size)
         futures = {}
         for arm in arm_objects:
