@@ -27,7 +27,7 @@ from filterpy.kalman import ExtendedKalmanFilter, MerweScaledSigmaPoints, Unscen
 from numpy.typing import NDArray
 
 from models.twin import mvp_model as mvp
-from models.twin.mvp_model import D1, DIST, G, GSC, IEFF, IP, ISC, N_STATES, NOISE, THETA, MVPParameters
+from models.twin.mvp_model import D1, DIST, G, GSC, IP, ISC, N_STATES, NOISE, THETA, MVPParameters
 
 FilterKind = Literal["ukf", "ekf"]
 
@@ -195,7 +195,6 @@ class MVPFilter:
         x[G] = min(max(x[G], mvp.GLUCOSE_FLOOR_MG_DL), mvp.GLUCOSE_CEILING_MG_DL)
         x[GSC] = min(max(x[GSC], mvp.GLUCOSE_FLOOR_MG_DL), mvp.GLUCOSE_CEILING_MG_DL)
         x[D1:IP + 1] = np.maximum(x[D1:IP + 1], 0.0)
-        x[IEFF] = max(x[IEFF], 0.0)
         x[THETA] = min(max(x[THETA], -3.0), 3.0)
         self._core.x = x
 

@@ -5,7 +5,7 @@ State x (index constants below), all per person, time in minutes:
     D1, D2  g         two-compartment carb absorption (announced carbs enter D1)
     Isc     mU/dL     subcutaneous insulin
     Ip      mU/dL     plasma insulin
-    Ieff    1/min     insulin effect
+    Ieff    1/min     insulin effect (relative to Ip_ref, see below)
     G       mg/dL     plasma glucose
     Gsc     mg/dL     interstitial (sensor-site) glucose
     theta   -         ln(SI / SI_person): insulin-sensitivity log-ratio, a random walk
@@ -16,7 +16,7 @@ State x (index constants below), all per person, time in minutes:
     dD2/dt   = (D1 - D2)/tm
     dIsc/dt  = u/(t1*CI) - Isc/t1                     u: insulin delivery, mU/min
     dIp/dt   = (Isc - Ip)/t2
-    dIeff/dt = -p2*Ieff + p2*SI*exp(theta)*Ip
+    dIeff/dt = -p2*Ieff + p2*SI*exp(theta)*(Ip - Ip_ref)
     dG/dt    = -(GEZI + Ieff)*G + EGP0 + 1000*D2/(VG*tm) + dist
     dGsc/dt  = (G - Gsc)/tsc
     dtheta/dt = 0;  d(dist)/dt = -dist/tau_dist;  d(noise)/dt = -noise/tau_noise   (+ process noise)
@@ -27,16 +27,30 @@ Population values (Kanderian 2009): t1 = 49, t2 = 47 min, CI = 20.1 dL/min, p2 =
 SI = 0.0081 dL/mU/min, GEZI = 0.0022/min, EGP0 = 1.33 mg/dL/min, VG = 253 dL, tm = 47 min; tsc 5-10 min.
 CI scales with body weight (reference 75 kg, an assumption: the paper reports absolute adult values).
 
+Insulin action reference Ip_ref (``insulin_action`` in ``from_therapy_settings``):
+  * "basal" (the twin's default): Ip_ref = the plasma insulin of the scheduled basal, so Ieff is the effect
+    of insulin *above or below basal*, as the remote insulin X = p2*(I - Ib) of Bergman's minimal model
+    (Bergman et al. 1979, Am J Physiol 236:E667) and of UVA/Padova. Glucose then relaxes at rate GEZI
+    (time constant ~7.5 h) and 1 U lowers glucose by about the ISF at its nadir (~4 h), as clinicians and the
+    UVA/Padova subjects' correction factors expect. Basal mismatch shows up in the disturbance state, not
+    in theta.
+  * "zero": Kanderian's equations as published (Ip_ref = 0). The whole basal insulin effect multiplies G, so
+    glucose relaxes to its equilibrium at rate GEZI + SI*Ip_b (~1/100 min) and 1 U only lowers glucose by
+    ~40 % of the ISF at its nadir (measured against the UVA/Padova cohort: see the helper report); kept for
+    comparison.
+
 Person-specific calibration from therapy settings (``from_therapy_settings``):
-  * SI from the ISF at the target: 1 U lowers glucose by target*SI*1000/CI in total (``model_isf_mg_dl_per_u``),
-    so SI = ISF*CI/(1000*target);
-  * EGP0 holds glucose at the target under the basal rate: EGP0 = (GEZI + SI*Ip_basal) * target;
-  * VG from the carb sensitivity CSF = ISF/CR: 1 g raises glucose by 1000/VG in total, so VG = 1000*CR/ISF.
+  * SI from the ISF at the target glucose: "basal": the linearised nadir drop after 1 U (``model_isf``)
+    equals the ISF (so a correction of 1 U from target + ISF lands on target); "zero": the integrated effect target*SI*1000/CI equals the ISF;
+  * EGP0 holds glucose at the target under the basal rate: EGP0 = (GEZI + SI*(Ip_b - Ip_ref)) * target;
+  * VG balances carbs and insulin: CR grams (1000*CR/VG) and 1 U (target*SI*1000/CI) have the same integrated
+    glucose effect, so VG = CR*CI/(target*SI).
 All functions are pure numpy and vectorised over leading batch axes (sigma points, samples).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -72,12 +86,13 @@ class MVPParameters:
     tsc_min: float = 8.0
     dist_tau_min: float = 180.0
     noise_tau_min: float = 40.0
+    ip_ref_mu_dl: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not (isinstance(value, int | float) and math.isfinite(value)):
                 raise ModelParameterError(f"{name}={value!r} must be a finite number")
-            if value < 0 or (value == 0 and name != "egp0_mg_dl_per_min"):
+            if value < 0 or (value == 0 and name not in ("egp0_mg_dl_per_min", "ip_ref_mu_dl")):
                 raise ModelParameterError(f"{name}={value!r} must be positive")
 
     def to_dict(self) -> dict[str, float]:
@@ -114,7 +129,7 @@ def derivatives(
     dx[..., D2] = (d1 - d2) / tm
     dx[..., ISC] = insulin_mu_per_min / (t1 * ci) - isc / t1
     dx[..., IP] = (isc - ip) / t2
-    dx[..., IEFF] = p.p2_per_min * (p.si_dl_per_mu_per_min * np.exp(theta) * ip - ieff)
+    dx[..., IEFF] = p.p2_per_min * (p.si_dl_per_mu_per_min * np.exp(theta) * (ip - p.ip_ref_mu_dl) - ieff)
     dx[..., G] = -(p.gezi_per_min + ieff) * g + p.egp0_mg_dl_per_min + 1000.0 * d2 / (p.vg_dl * tm) + dist
     dx[..., GSC] = (g - gsc) / p.tsc_min
     dx[..., THETA] = 0.0
@@ -136,7 +151,7 @@ def jacobian(x: NDArray[np.float64], p: MVPParameters) -> NDArray[np.float64]:
     J[IP, IP] = -1.0 / p.t2_min
     J[IEFF, IP] = p.p2_per_min * si_eff
     J[IEFF, IEFF] = -p.p2_per_min
-    J[IEFF, THETA] = p.p2_per_min * si_eff * ip
+    J[IEFF, THETA] = p.p2_per_min * si_eff * (ip - p.ip_ref_mu_dl)
     J[G, D2] = 1000.0 / (p.vg_dl * p.tm_min)
     J[G, IEFF] = -g
     J[G, G] = -(p.gezi_per_min + ieff)
@@ -209,9 +224,24 @@ def steady_state(p: MVPParameters, basal_u_per_h: float, glucose_mg_dl: float) -
     ip = basal_mu_per_min(basal_u_per_h) / p.ci_dl_per_min
     x = np.zeros(N_STATES)
     x[ISC] = x[IP] = ip
-    x[IEFF] = p.si_dl_per_mu_per_min * ip
+    x[IEFF] = p.si_dl_per_mu_per_min * (ip - p.ip_ref_mu_dl)
     x[G] = x[GSC] = glucose_mg_dl
     return x
+
+
+@functools.lru_cache(maxsize=256)
+def _nadir_drop_per_si_glucose(p: MVPParameters, restoring_per_min: float, horizon_min: int = 720) -> float:
+    """Largest glucose drop after 1 U for SI = 1 and G = 1, linearised around steady state (Euler, 1 min).
+
+    dIsc = -Isc/t1 (Isc(0) = 1000/(t1*CI)), dIp = (Isc - Ip)/t2, dIeff = p2*(SI*Ip - Ieff),
+    dG = -k*G - Ieff*G_b; the drop is linear in SI*G_b, so one run per parameter set is enough.
+    """
+    isc, ip, ieff, dg, lowest = 1000.0 / (p.t1_min * p.ci_dl_per_min), 0.0, 0.0, 0.0, 0.0
+    for _ in range(horizon_min):
+        isc, ip, ieff, dg = (isc - isc / p.t1_min, ip + (isc - ip) / p.t2_min, ieff + p.p2_per_min * (ip - ieff),
+                             dg - restoring_per_min * dg - ieff)
+        lowest = min(lowest, dg)
+    return -lowest
 
 
 def model_isf_mg_dl_per_u(
@@ -219,23 +249,26 @@ def model_isf_mg_dl_per_u(
 ) -> NDArray[np.float64]:
     """Insulin sensitivity factor (mg/dL per U) implied by SI * exp(theta) at ``glucose_mg_dl``.
 
-    1 U (1000 mU) gives an insulin-effect integral of SI * 1000/CI (the plasma-insulin area is dose / CI), so
-    at glucose G it removes G * SI * 1000/CI mg/dL in total. This is the integrated effect Loop's ISF means;
-    the model's own nadir is smaller because MVP glucose relaxes towards its basal equilibrium at rate
-    GEZI + SI*Ip (about 1/100 min), which the twin's disturbance state and theta absorb online.
+    Basal-referenced action (Ip_ref > 0): the linearised nadir drop after 1 U at ``glucose_mg_dl`` (G * SI *
+    the unit response). Because the effect is proportional to G, this is also (to a few %) the extra drop of
+    1 U given at target + ISF, i.e. a correction that lands on target: what a correction factor means. Zero-referenced (Kanderian as published): the integrated effect G * SI * 1000/CI (the
+    plasma-insulin area of 1 U is 1000/CI), since the nadir there saturates with the basal insulin level.
     """
     theta_arr = np.asarray(theta, dtype=float)
-    return glucose_mg_dl * p.si_dl_per_mu_per_min * np.exp(theta_arr) * 1000.0 / p.ci_dl_per_min
+    si = p.si_dl_per_mu_per_min * np.exp(theta_arr)
+    if p.ip_ref_mu_dl > 0:
+        return glucose_mg_dl * si * _nadir_drop_per_si_glucose(p, p.gezi_per_min)
+    return glucose_mg_dl * si * 1000.0 / p.ci_dl_per_min
 
 
 def carb_sensitivity_mg_dl_per_g(p: MVPParameters) -> float:
-    """Total glucose rise per gram of carbs in the model (1000 mg/g spread over VG dL)."""
+    """Total (integrated) glucose input per gram of carbs in the model: 1000 mg/g spread over VG dL."""
     return 1000.0 / p.vg_dl
 
 
 def from_therapy_settings(
     basal_u_per_h: float, isf_mg_dl_per_u: float, carb_ratio_g_per_u: float,
-    body_weight_kg: float = REFERENCE_WEIGHT_KG, target_mg_dl: float = 110.0,
+    body_weight_kg: float = REFERENCE_WEIGHT_KG, target_mg_dl: float = 110.0, insulin_action: str = "basal",
 ) -> MVPParameters:
     """Person-specific MVP parameters from therapy settings (see the module docstring for the calibration)."""
     checks = {
@@ -247,9 +280,16 @@ def from_therapy_settings(
     for name, (value, low, high) in checks.items():
         if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
             raise ModelParameterError(f"{name}={value!r} outside {low:g}-{high:g}")
+    if insulin_action not in ("basal", "zero"):
+        raise ModelParameterError(f"insulin_action={insulin_action!r} must be 'basal' or 'zero'")
     p = population_parameters(body_weight_kg)
-    si = isf_mg_dl_per_u * p.ci_dl_per_min / (1000.0 * target_mg_dl)
     ip_b = basal_mu_per_min(basal_u_per_h) / p.ci_dl_per_min
-    egp0 = (p.gezi_per_min + si * ip_b) * target_mg_dl
-    vg = 1000.0 * carb_ratio_g_per_u / isf_mg_dl_per_u
-    return replace(p, si_dl_per_mu_per_min=si, egp0_mg_dl_per_min=egp0, vg_dl=vg)
+    if insulin_action == "basal":
+        ip_ref = ip_b
+        si = isf_mg_dl_per_u / (target_mg_dl * _nadir_drop_per_si_glucose(p, p.gezi_per_min))
+    else:
+        ip_ref = 0.0
+        si = isf_mg_dl_per_u * p.ci_dl_per_min / (1000.0 * target_mg_dl)
+    egp0 = (p.gezi_per_min + si * (ip_b - ip_ref)) * target_mg_dl
+    vg = carb_ratio_g_per_u * p.ci_dl_per_min / (target_mg_dl * si)
+    return replace(p, si_dl_per_mu_per_min=si, egp0_mg_dl_per_min=egp0, vg_dl=vg, ip_ref_mu_dl=ip_ref)

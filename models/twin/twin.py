@@ -147,9 +147,13 @@ class DigitalTwin:
     @classmethod
     def from_therapy_settings(
         cls, settings: TwinSettings | Any = None, filter_kind: FilterKind = "ukf", start_minute: float | None = None,
-        **overrides: Any,
+        insulin_action: str = "basal", **overrides: Any,
     ) -> DigitalTwin:
-        """A twin from therapy settings (a TwinSettings, any object with its field names, or keywords)."""
+        """A twin from therapy settings (a TwinSettings, any object with its field names, or keywords).
+
+        ``insulin_action``: "basal" (insulin acts relative to the scheduled basal, the default) or "zero"
+        (Kanderian's MVP as published); see ``mvp_model``. Other keywords go to the constructor's guards.
+        """
         if settings is None:
             twin_settings = TwinSettings(**overrides)
             overrides = {}
@@ -161,6 +165,7 @@ class DigitalTwin:
             params = mvp.from_therapy_settings(
                 twin_settings.basal_u_per_h, twin_settings.insulin_sensitivity_mg_dl_per_u,
                 twin_settings.carb_ratio_g_per_u, twin_settings.body_weight_kg, twin_settings.target_mg_dl,
+                insulin_action,
             )
         except mvp.ModelParameterError as error:
             raise TwinInputError(str(error)) from error

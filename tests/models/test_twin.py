@@ -22,13 +22,36 @@ def _finite(twin: DigitalTwin) -> bool:
     return bool(np.all(np.isfinite(twin.x)) and np.all(np.isfinite(twin.P)))
 
 
-def test_steady_state_is_an_equilibrium_under_basal() -> None:
-    p = mvp.from_therapy_settings(1.2, 45.0, 12.0, 70.0, 110.0)
+@pytest.mark.parametrize("action", ["basal", "zero"])
+def test_steady_state_is_an_equilibrium_under_basal(action: str) -> None:
+    p = mvp.from_therapy_settings(1.2, 45.0, 12.0, 70.0, 110.0, insulin_action=action)
     x0 = mvp.steady_state(p, 1.2, 110.0)
     x = mvp.step(x0, 600.0, p, mvp.basal_mu_per_min(1.2))
     assert np.allclose(x, x0, atol=1e-6)
     assert float(mvp.model_isf_mg_dl_per_u(p, 110.0)) == pytest.approx(45.0)
-    assert mvp.carb_sensitivity_mg_dl_per_g(p) == pytest.approx(45.0 / 12.0)
+    # carbs and insulin balance: CR grams have the integrated glucose effect of 1 U
+    integrated_per_u = 110.0 * p.si_dl_per_mu_per_min * 1000.0 / p.ci_dl_per_min
+    assert mvp.carb_sensitivity_mg_dl_per_g(p) * 12.0 == pytest.approx(integrated_per_u)
+
+
+def test_basal_referenced_correction_lands_on_target() -> None:
+    """Insulin acting relative to basal: 1 U given at target + ISF lowers glucose by the ISF (vs no bolus)."""
+    for basal, isf in ((0.3, 80.0), (1.0, 50.0), (2.0, 25.0)):
+        p = mvp.from_therapy_settings(basal, isf, 10.0)
+        without = mvp.steady_state(p, basal, 110.0 + isf)
+        with_bolus = without.copy()
+        with_bolus[mvp.ISC] += 1000.0 / (p.t1_min * p.ci_dl_per_min)
+        largest = 0.0
+        for _ in range(144):
+            without = mvp.step(without, 5.0, p, mvp.basal_mu_per_min(basal))
+            with_bolus = mvp.step(with_bolus, 5.0, p, mvp.basal_mu_per_min(basal))
+            largest = max(largest, without[mvp.G] - with_bolus[mvp.G])
+        assert largest == pytest.approx(isf, rel=0.05)
+
+
+def test_unknown_insulin_action_is_refused() -> None:
+    with pytest.raises(mvp.ModelParameterError):
+        mvp.from_therapy_settings(1.0, 50.0, 10.0, insulin_action="sideways")
 
 
 def test_analytic_jacobian_matches_finite_differences() -> None:
