@@ -139,6 +139,12 @@ class HubStore:
             )
             return cursor.rowcount == 1
 
+    def has_reading(self, sensor_session: str, time_offset_min: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM readings WHERE sensor_session = ? AND time_offset_min = ?", (sensor_session, time_offset_min)
+        ).fetchone()
+        return row is not None
+
     def readings_between(self, start_ms: int, end_ms: int) -> list[StoredReading]:
         rows = self.conn.execute(
             "SELECT sensor_session, time_offset_min, timestamp_ms, glucose_mg_dl, trend_mg_dl_min, annunciations, "

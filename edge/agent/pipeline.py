@@ -1,0 +1,268 @@
+"""The per-reading pipeline: store -> twin -> forecast -> alerts -> (advice) -> outbox.
+
+It knows nothing of radios or HTTP: the live service, the year-long replay benchmark and the in-silico trial
+arm all drive this same object. Crash safety: a reading and its outbox record are committed in ONE SQLite
+transaction before :meth:`HubPipeline.on_reading` returns, so an acknowledged reading survives kill -9; the twin's
+state is saved every reading and, if it is lost, rebuilt from the stored history on restart.
+
+Time is UTC epoch milliseconds at the edges (``*_ms``) and minutes since the epoch inside the twin.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cloud_sync.envelope import AlertEvent as SyncAlert
+from cloud_sync.envelope import CarbEntry as SyncCarbs
+from cloud_sync.envelope import InsulinDose as SyncInsulin
+from cloud_sync.envelope import ReadingSeries, RecommendationOutcome, SummaryPayload
+from cloud_sync.envelope import TwinEstimate as SyncTwinEstimate
+from cloud_sync.outbox import Outbox
+from models.twin.twin import DigitalTwin, TwinEstimate, TwinStateError
+from models.whatif import what_if
+
+from ..alerts import AlertEngine, AlertEvent, AlertObservation
+from ..config import HubConfig
+from ..recommend import Advice, AdviceKind, HubSnapshot, recommend
+from ..recommend.twin_predictor import TwinPredictor
+from ..safety import CgmQuality
+from ..store import CarbEntry, HubStore, InsulinEvent, StoredReading
+
+logger = logging.getLogger(__name__)
+
+MS_PER_MIN = 60_000
+FORECAST_SAMPLES = 48
+TWIN_ESTIMATE_SYNC_EVERY_MIN = 60.0
+AUTO_ADVICE_EVERY_MIN = 15.0
+
+
+@dataclass
+class ReadingOutcome:
+    stored: bool
+    estimate: TwinEstimate | None = None
+    forecast_min_mg_dl: float | None = None
+    alerts: list[AlertEvent] = field(default_factory=list)
+    advice: Advice | None = None
+
+
+def _minutes(timestamp_ms: int) -> float:
+    return timestamp_ms / MS_PER_MIN
+
+
+class HubPipeline:
+    """One person's hub logic over a :class:`HubStore` (and optionally an outbox in the same file)."""
+
+    def __init__(self, store: HubStore, config: HubConfig, *, outbox: Outbox | None = None,
+                 now_ms: Callable[[], int] | None = None, auto_advice: bool = True) -> None:
+        self.store = store
+        self.config = config
+        self.outbox = outbox
+        self.now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self.auto_advice = auto_advice
+        self.alerts = AlertEngine()
+        self.twin = self._restore_twin()
+        self._pending_insulin_u = 0.0
+        self._pending_carbs_g = 0.0
+        self._basal_u_per_h = config.therapy.basal_u_per_h
+        self._temp_basal_until_ms: int | None = None
+        self._last_twin_sync_min = -math.inf
+        self._last_advice_min = -math.inf
+        self._last_bolus_ms: int | None = None
+        self.latest_estimate: TwinEstimate | None = None
+        self.latest_reading: StoredReading | None = store.latest_reading()
+        self.cgm_quality = CgmQuality()
+        self.pump_reservoir_u: float | None = None
+        self.pump_occlusion = False
+
+    # --- twin persistence ----------------------------------------------------------------------------------
+
+    def _restore_twin(self) -> DigitalTwin:
+        saved = self.store.latest_twin_state()
+        if saved is not None:
+            try:
+                return DigitalTwin.from_dict(saved[1])
+            except (TwinStateError, KeyError, ValueError, TypeError) as error:
+                logger.warning("saved twin state unusable (%s); starting from therapy settings", error)
+        return DigitalTwin.from_therapy_settings(self.config.therapy)
+
+    # --- inputs --------------------------------------------------------------------------------------------
+
+    def on_insulin(self, event: InsulinEvent) -> bool:
+        """Insulin the pump reports (history or confirmed command); duplicates by pump sequence are ignored."""
+        with self.store.transaction() as conn:
+            new = self.store.add_insulin(event)
+            if new:
+                if event.kind == "bolus" and event.insulin_u:
+                    self._pending_insulin_u += event.insulin_u
+                    self._last_bolus_ms = max(self._last_bolus_ms or 0, event.timestamp_ms)
+                elif event.kind in ("temp_basal", "suspend"):
+                    self._basal_u_per_h = 0.0 if event.kind == "suspend" else float(event.rate_u_per_h or 0.0)
+                    duration = event.duration_min or 30.0
+                    self._temp_basal_until_ms = event.timestamp_ms + int(duration * MS_PER_MIN)
+                elif event.kind == "basal" and event.rate_u_per_h is not None:
+                    self._basal_u_per_h = float(event.rate_u_per_h)
+                self._enqueue(conn, SummaryPayload(
+                    event.timestamp_ms, event.timestamp_ms,
+                    insulin=(SyncInsulin(event.timestamp_ms, float(event.insulin_u or 0.0) if event.kind == "bolus"
+                                         else float(event.rate_u_per_h or 0.0) * float(event.duration_min or 0) / 60,
+                                         "bolus" if event.kind == "bolus" else "basal",
+                                         float(event.duration_min or 0.0)),)))
+        return new
+
+    def on_carbs(self, entry: CarbEntry) -> None:
+        with self.store.transaction() as conn:
+            self.store.add_carbs(entry)
+            self._pending_carbs_g += entry.carbs_g
+            self._enqueue(conn, SummaryPayload(entry.timestamp_ms, entry.timestamp_ms,
+                                               carbs=(SyncCarbs(entry.timestamp_ms, entry.carbs_g),)))
+
+    def on_reading(self, reading: StoredReading) -> ReadingOutcome:
+        """Process one reading and commit it, with everything it caused, in ONE durable transaction.
+
+        The reading is acknowledged (durable) when this returns. If the twin or forecast fails on it, the
+        reading is still stored: data first, models second. One fsync per reading keeps a Pi's SD card alive.
+        """
+        if self.store.has_reading(reading.sensor_session, reading.time_offset_min):
+            return ReadingOutcome(stored=False)
+        outcome = ReadingOutcome(stored=True)
+        payloads = [SummaryPayload(reading.timestamp_ms, reading.timestamp_ms, readings=ReadingSeries.from_pairs(
+            [(reading.timestamp_ms, round(reading.glucose_mg_dl))]))]
+        at_min = _minutes(reading.timestamp_ms)
+        twin_state: dict | None = None
+        alert_events: list[AlertEvent] = []
+        moves_forward = self.twin.last_minute is None or at_min >= self.twin.last_minute
+        if moves_forward:  # an old backfilled reading is stored, but the twin only moves forward in time
+            try:
+                self._expire_temp_basal(reading.timestamp_ms)
+                estimate = self.twin.update(
+                    reading.glucose_mg_dl, at_min, insulin_u=min(self._pending_insulin_u, 100.0),
+                    carbs_g=min(self._pending_carbs_g, 1000.0), basal_u_per_h=self._basal_u_per_h,
+                )
+                self._pending_insulin_u = self._pending_carbs_g = 0.0
+                self.latest_estimate = outcome.estimate = estimate
+                twin_state = self.twin.to_dict()
+                horizon = self.alerts.settings.urgent_low_soon_horizon_min
+                forecast = what_if(self.twin, horizon_min=horizon, n_samples=FORECAST_SAMPLES)[0]
+                outcome.forecast_min_mg_dl = float(forecast.mean_mg_dl.min())
+                alert_events = self.alerts.evaluate(self._alert_observation(reading, outcome.forecast_min_mg_dl))
+                payloads += [SummaryPayload(reading.timestamp_ms, reading.timestamp_ms, alerts=(
+                    SyncAlert(reading.timestamp_ms, e.kind, e.severity.value, e.message),))
+                    for e in alert_events if e.action == "raise"]
+                if at_min - self._last_twin_sync_min >= TWIN_ESTIMATE_SYNC_EVERY_MIN:
+                    self._last_twin_sync_min = at_min
+                    payloads.append(self._twin_estimate_payload(reading.timestamp_ms, estimate))
+            except Exception:  # the model failing must never cost a reading
+                logger.exception("twin/forecast failed on reading at offset %s", reading.time_offset_min)
+        outcome.alerts = alert_events
+        with self.store.transaction() as conn:
+            self.store.add_reading(reading)
+            for payload in payloads:
+                self._enqueue(conn, payload)
+            if twin_state is not None:
+                self.store.save_twin_state(reading.timestamp_ms, twin_state)
+            for event in alert_events:
+                if event.action == "raise":
+                    self.store.raise_alert(event.kind, event.severity.value, event.message, reading.timestamp_ms)
+                elif event.action == "clear":
+                    self.store.clear_alert(event.kind, reading.timestamp_ms)
+        if self.latest_reading is None or reading.timestamp_ms >= self.latest_reading.timestamp_ms:
+            self.latest_reading = reading
+        if (moves_forward and outcome.forecast_min_mg_dl is not None and self.auto_advice
+                and self._advice_due(reading, outcome.forecast_min_mg_dl, at_min)):
+            self._last_advice_min = at_min
+            outcome.advice = self.advise(announced_carbs_g=0.0, store=True)
+        return outcome
+
+    def note_pump_status(self, reservoir_u: float | None, occlusion: bool) -> None:
+        self.pump_reservoir_u = reservoir_u
+        self.pump_occlusion = occlusion
+
+    # --- derived views -------------------------------------------------------------------------------------
+
+    def snapshot(self) -> HubSnapshot:
+        now = self.now_ms()
+        reading = self.latest_reading
+        estimate = self.latest_estimate
+        return HubSnapshot(
+            glucose_mg_dl=reading.glucose_mg_dl if reading else None,
+            glucose_age_min=(now - reading.timestamp_ms) / MS_PER_MIN if reading else None,
+            trend_mg_dl_min=reading.trend_mg_dl_min if reading else None,
+            iob_u=estimate.insulin_on_board_u if estimate else None,
+            cob_g=estimate.carbs_on_board_g if estimate else None,
+            minutes_since_last_bolus=(now - self._last_bolus_ms) / MS_PER_MIN if self._last_bolus_ms else None,
+            scheduled_basal_u_per_h=self.config.therapy.basal_u_per_h,
+            cgm_quality=self.cgm_quality,
+            estimated_isf_mg_dl_per_u=estimate.insulin_sensitivity_factor_mg_dl_per_u.value if estimate else None,
+        )
+
+    def advise(self, announced_carbs_g: float = 0.0, *, store: bool = True) -> Advice:
+        """Advice for now (a meal when ``announced_carbs_g`` > 0), recorded for the person to confirm."""
+        advice = recommend(self.snapshot(), self.config.therapy, self.config.limits, TwinPredictor(self.twin),
+                           announced_carbs_g=announced_carbs_g)
+        if store:
+            payload = advice.to_dict()
+            rec_id = self.store.add_recommendation(self.now_ms(), advice.kind.value, payload)
+            advice.numbers["recommendation_id"] = rec_id
+        return advice
+
+    def decide(self, recommendation_id: int, followed: bool) -> None:
+        """Record that the person confirmed or declined a recommendation (and sync the outcome)."""
+        now = self.now_ms()
+        with self.store.transaction() as conn:
+            self.store.decide_recommendation(recommendation_id, "confirmed" if followed else "declined", now)
+            record = self.store.recommendation(recommendation_id) or {}
+            payload = record.get("payload", {})
+            self._enqueue(conn, SummaryPayload(now, now, recommendations=(RecommendationOutcome(
+                record.get("created_at_ms", now), str(recommendation_id), float(payload.get("bolus_u", 0.0)),
+                followed, str(payload.get("summary", ""))[:2000]),)))
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    def _expire_temp_basal(self, now_ms: int) -> None:
+        if self._temp_basal_until_ms is not None and now_ms >= self._temp_basal_until_ms:
+            self._basal_u_per_h = self.config.therapy.basal_u_per_h
+            self._temp_basal_until_ms = None
+
+    def _advice_due(self, reading: StoredReading, forecast_min: float, at_min: float) -> bool:
+        if at_min - self._last_advice_min < AUTO_ADVICE_EVERY_MIN:
+            return False
+        low_risk = forecast_min < 80 or reading.glucose_mg_dl < 80
+        high = reading.glucose_mg_dl > 200
+        return low_risk or high
+
+    def _alert_observation(self, reading: StoredReading, forecast_min: float) -> AlertObservation:
+        return AlertObservation(
+            now_min=_minutes(reading.timestamp_ms),
+            glucose_mg_dl=reading.glucose_mg_dl,
+            glucose_age_min=max((self.now_ms() - reading.timestamp_ms) / MS_PER_MIN, 0.0),
+            trend_mg_dl_min=reading.trend_mg_dl_min,
+            forecast_min_mg_dl_within_horizon=forecast_min,
+            sensor_warming_up=self.cgm_quality.warming_up,
+            sensor_fault="sensor malfunction" if self.cgm_quality.sensor_fault else None,
+            pump_occlusion=self.pump_occlusion,
+            pump_reservoir_u=self.pump_reservoir_u,
+        )
+
+    @staticmethod
+    def _twin_estimate_payload(timestamp_ms: int, estimate: TwinEstimate) -> SummaryPayload:
+        parameters = {
+            "insulin_sensitivity_factor_mg_dl_per_u": estimate.insulin_sensitivity_factor_mg_dl_per_u.value,
+            "insulin_sensitivity_factor_sd": estimate.insulin_sensitivity_factor_mg_dl_per_u.sd,
+            "sensitivity_ratio": estimate.sensitivity_ratio.value,
+            "disturbance_mg_dl_per_min": estimate.disturbance_mg_dl_per_min.value,
+            "insulin_on_board_u": estimate.insulin_on_board_u,
+            "carbs_on_board_g": estimate.carbs_on_board_g,
+        }
+        finite = {name: float(value) for name, value in parameters.items() if math.isfinite(value)}
+        return SummaryPayload(timestamp_ms, timestamp_ms, twin_parameters=(SyncTwinEstimate(timestamp_ms, finite),))
+
+    def _enqueue(self, conn, payload: SummaryPayload) -> None:  # type: ignore[no-untyped-def]
+        if self.outbox is not None:
+            self.outbox.enqueue(payload.to_bytes(), "summary", conn=conn)
+
+
+__all__ = ["AdviceKind", "HubPipeline", "ReadingOutcome"]

@@ -1,0 +1,49 @@
+"""Adapter: the twin's what-if engine (``models.whatif``) as the recommender's :class:`Predictor`.
+
+The same random draws are used for every call (a fixed seed: common random numbers), so comparing two doses
+compares the doses, not the sampling noise; the bisection in the recommender relies on that. Limits of the
+twin's model, said plainly: its meal absorption has one time constant, so ``carbs_absorption_min`` (fast
+rescue carbs) and ``carbs_delay_min`` (eating after a pre-bolus) are not modelled and are ignored here.
+"""
+
+from __future__ import annotations
+
+from models.whatif import Scenario, simulate
+
+from .prediction import HypotheticalAction, PredictedGlucose
+
+RECOMMENDER_HORIZON_MIN = 360.0  # the insulin's whole duration, so "eventual" glucose includes all of IOB
+RECOMMENDER_SAMPLES = 64
+RECOMMENDER_STEP_MIN = 10.0  # output every 10 min (Euler sub-steps of 5 min): dosing needs shape, not detail
+
+
+class TwinPredictor:
+    def __init__(self, twin: object, *, horizon_min: float = RECOMMENDER_HORIZON_MIN,
+                 n_samples: int = RECOMMENDER_SAMPLES, seed: int = 0) -> None:
+        self.twin = twin
+        self.horizon_min = horizon_min
+        self.n_samples = n_samples
+        self.seed = seed
+        self._cache: dict[HypotheticalAction, PredictedGlucose] = {}
+
+    def predict(self, action: HypotheticalAction) -> PredictedGlucose:
+        cached = self._cache.get(action)
+        if cached is not None:
+            return cached
+        scenario = Scenario(
+            bolus_u=action.bolus_u,
+            carbs_g=action.carbs_g,
+            temp_basal_u_per_h=action.temp_basal_u_per_h,
+            temp_basal_duration_min=action.temp_basal_duration_min if action.temp_basal_u_per_h is not None else 0.0,
+        )
+        twin = self.twin
+        (trajectory,) = simulate(
+            twin.x, twin.P, twin.params, twin.basal_u_per_h, (scenario,),  # type: ignore[attr-defined]
+            horizon_min=self.horizon_min, step_min=RECOMMENDER_STEP_MIN, substep_min=RECOMMENDER_STEP_MIN / 2,
+            n_samples=self.n_samples, seed=self.seed, q_per_min=twin.filter.q_per_min,  # type: ignore[attr-defined]
+            r_mg_dl2=twin.filter.r_mg_dl2,  # type: ignore[attr-defined]
+        )
+        result = PredictedGlucose(trajectory.minutes, trajectory.mean_mg_dl, trajectory.lower_95_mg_dl,
+                                  trajectory.upper_95_mg_dl, action)
+        self._cache[action] = result
+        return result

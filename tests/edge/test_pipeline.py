@@ -1,0 +1,112 @@
+"""The per-reading pipeline on a real SQLite file: store + outbox atomically, twin, alerts, advice."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import sqlite_utils
+
+from cloud_sync.envelope import SummaryPayload
+from cloud_sync.outbox import Outbox
+from edge.agent.pipeline import HubPipeline
+from edge.config import config_from_dict
+from edge.store import CarbEntry, HubStore, InsulinEvent, StoredReading
+
+START_MS = 1_790_000_000_000
+CONFIG = config_from_dict({"therapy": {
+    "age_group": "adult", "body_weight_kg": 70, "basal_u_per_h": 1.0,
+    "insulin_sensitivity_mg_dl_per_u": 50, "carb_ratio_g_per_u": 10}})
+
+
+def make(tmp_path: Path, clock: list[int]) -> tuple[HubStore, Outbox, HubPipeline]:
+    store = HubStore(tmp_path / "hub.sqlite")
+    outbox = Outbox(sqlite_utils.Database(store.conn))
+    return store, outbox, HubPipeline(store, CONFIG, outbox=outbox, now_ms=lambda: clock[0])
+
+
+def reading(offset_min: int, glucose: float) -> StoredReading:
+    return StoredReading("session-1", offset_min, START_MS + offset_min * 60_000, glucose, trend_mg_dl_min=0.0)
+
+
+def glucose_at(minute: int) -> float:
+    return 120 + 60 * math.sin(minute / 180)
+
+
+def test_a_day_of_readings_is_stored_synced_and_tracked(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    for minute in range(0, 24 * 60, 5):
+        clock[0] = START_MS + minute * 60_000 + 30_000
+        outcome = pipeline.on_reading(reading(minute, glucose_at(minute)))
+        assert outcome.stored
+        assert outcome.estimate is not None and math.isfinite(outcome.estimate.plasma_glucose_mg_dl.value)
+    assert store.count_readings() == 288
+    records = outbox.read_batch(max_records=10_000)
+    readings_synced = sum(1 for r in records if SummaryPayload.from_bytes(r.payload).readings is not None)
+    assert readings_synced == 288
+    assert any(SummaryPayload.from_bytes(r.payload).twin_parameters for r in records)
+    assert abs(pipeline.latest_estimate.plasma_glucose_mg_dl.value - glucose_at(24 * 60 - 5)) < 25
+
+
+def test_duplicates_are_not_stored_twice_nor_synced_twice(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    assert pipeline.on_reading(reading(0, 100)).stored
+    assert not pipeline.on_reading(reading(0, 100)).stored
+    assert store.count_readings() == 1
+    synced = [SummaryPayload.from_bytes(r.payload).readings for r in outbox.read_batch(max_records=100)]
+    assert len([series for series in synced if series is not None]) == 1
+
+
+def test_low_glucose_raises_an_alert_and_rescue_advice(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    for minute, glucose in enumerate([110, 100, 90, 80, 72, 66, 62]):
+        clock[0] = START_MS + minute * 5 * 60_000
+        outcome = pipeline.on_reading(reading(minute * 5, glucose))
+    kinds = {alert["kind"] for alert in store.open_alerts()}
+    assert "low" in kinds
+    assert outcome.advice is not None or store.open_recommendation() is not None
+    advice = store.open_recommendation()
+    assert advice["kind"] in ("rescue_carbs", "suspend", "no_insulin")
+    assert advice["payload"]["bolus_u"] == 0.0
+
+
+def test_meal_advice_is_recorded_and_the_decision_synced(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    for minute in range(0, 60, 5):
+        clock[0] = START_MS + minute * 60_000
+        pipeline.on_reading(reading(minute, 140))
+    advice = pipeline.advise(announced_carbs_g=50)
+    assert advice.dose.bolus_u > 0
+    rec_id = advice.numbers["recommendation_id"]
+    pipeline.decide(rec_id, followed=True)
+    assert store.recommendation(rec_id)["status"] == "confirmed"
+    outcomes = [SummaryPayload.from_bytes(r.payload).recommendations for r in outbox.read_batch(max_records=1000)]
+    assert any(o and o[0].followed for o in outcomes)
+
+
+def test_insulin_and_carbs_reach_the_twin_and_the_store(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    pipeline.on_reading(reading(0, 120))
+    pipeline.on_carbs(CarbEntry(START_MS + 60_000, 40))
+    assert pipeline.on_insulin(InsulinEvent(START_MS + 60_000, "bolus", insulin_u=4.0, pump_sequence=1))
+    assert not pipeline.on_insulin(InsulinEvent(START_MS + 60_000, "bolus", insulin_u=4.0, pump_sequence=1))
+    estimate = pipeline.on_reading(reading(5, 125)).estimate
+    assert estimate.insulin_on_board_u > 3.5
+    assert estimate.carbs_on_board_g > 30
+
+
+def test_restart_restores_the_twin_from_the_store(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    for minute in range(0, 120, 5):
+        pipeline.on_reading(reading(minute, 150))
+    before = pipeline.twin.to_dict()
+    store.close()
+    store2 = HubStore(tmp_path / "hub.sqlite")
+    again = HubPipeline(store2, CONFIG, now_ms=lambda: clock[0])
+    assert again.twin.to_dict() == before
