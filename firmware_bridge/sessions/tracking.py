@@ -44,7 +44,7 @@ class Reading:
     trend_mg_dl_min: float | None = None
     quality_pct: float | None = None
     annunciations: frozenset[str] = frozenset()
-    via: str = "live"  # "live" notification or "backfill" (RACP)
+    via: str = "live"  # "backfill": received while an RACP backfill ran (a live one may coincide), else "live"
 
     def as_json_dict(self) -> dict[str, object]:
         return {
