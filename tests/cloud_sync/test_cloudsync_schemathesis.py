@@ -75,7 +75,7 @@ def _fuzz(url: str, max_examples: int) -> int:
 
 
 def test_no_server_errors_bounded(fuzz_url: str) -> None:
-    assert _fuzz(fuzz_url, max_examples=10) > 100
+    assert _fuzz(fuzz_url, max_examples=6) > 80
 
 
 @pytest.mark.slow
