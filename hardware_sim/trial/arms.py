@@ -14,11 +14,12 @@ Missing readings (NaN) never trigger corrections, suspension or rescue carbs; me
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from hardware_sim.trial.observation import ArmAction, ArmObservation, ArmSetup
+from hardware_sim.trial.observation import Arm, ArmAction, ArmObservation, ArmSetup
 
 
 @dataclass
@@ -73,25 +74,42 @@ class BasalBolusArm:
         return ArmAction(bolus, temp_rate, temp_duration, rescue)
 
 
-def _registry() -> dict[str, type | object]:
-    return {
-        "basal-bolus": lambda: BasalBolusArm(),
-        "basal-bolus-lgs": lambda: BasalBolusArm(name="basal-bolus-lgs", low_glucose_suspend=True),
-        "basal-bolus-rescue": lambda: BasalBolusArm(name="basal-bolus-rescue", low_glucose_suspend=True,
-                                                    rescue_carbs=True),
-    }
+ArmFactory = Callable[[], Arm]
 
+_REGISTRY: dict[str, ArmFactory] = {
+    "basal-bolus": lambda: BasalBolusArm(),
+    "basal-bolus-lgs": lambda: BasalBolusArm(name="basal-bolus-lgs", low_glucose_suspend=True),
+    "basal-bolus-rescue": lambda: BasalBolusArm(name="basal-bolus-rescue", low_glucose_suspend=True,
+                                                rescue_carbs=True),
+}
 
-ARM_NAMES: tuple[str, ...] = tuple(_registry())
+#: The built-in arms (``arm_names()`` also lists arms registered later).
+ARM_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
 class UnknownArmError(KeyError):
     """No arm is registered under that name."""
 
 
-def make_arm(name: str):
-    """A fresh arm by registered name (``basal-bolus``, ``basal-bolus-lgs``, ``basal-bolus-rescue``)."""
+def register_arm(name: str, factory: ArmFactory) -> None:
+    """Make ``make_arm(name)`` (and ``glucotwin trial --arms name``) build ``factory()``.
+
+    For arms that live elsewhere (OpenAPS, Loop, the hub's recommender through :class:`PerSubjectArm`).
+    The factory must be importable by dask workers when the trial runs distributed.
+    """
+    if not name or "," in name:
+        raise ValueError(f"arm names must be non-empty and contain no comma, got {name!r}")
+    _REGISTRY[name] = factory
+
+
+def arm_names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def make_arm(name: str) -> Arm:
+    """A fresh arm by registered name (``basal-bolus``, ``basal-bolus-lgs``, ``basal-bolus-rescue``, ...)."""
     try:
-        return _registry()[name]()  # type: ignore[operator]
+        factory = _REGISTRY[name]
     except KeyError:
-        raise UnknownArmError(f"unknown arm {name!r}; known: {', '.join(ARM_NAMES)}") from None
+        raise UnknownArmError(f"unknown arm {name!r}; known: {', '.join(_REGISTRY)}") from None
+    return factory()

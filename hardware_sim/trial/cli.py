@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hardware_sim.trial.arms import ARM_NAMES
+from hardware_sim.trial.arms import arm_names
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sensor", default="realistic", choices=sorted(SENSOR_PRESETS),
                         help="CGM model preset (default realistic)")
     parser.add_argument("--arms", default="basal-bolus",
-                        help=f"comma-separated arms (known: {', '.join(ARM_NAMES)})")
+                        help=f"comma-separated arms (known: {', '.join(arm_names())})")
     parser.add_argument("--population", type=int, default=None, metavar="N",
                         help="instead of --cohort, N subjects sampled around the published 30")
     parser.add_argument("--population-seed", type=int, default=0, metavar="S")

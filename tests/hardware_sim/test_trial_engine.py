@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hardware_sim.patient.cohort import load_cohort
-from hardware_sim.trial.arms import BasalBolusArm, UnknownArmError, make_arm
+from hardware_sim.trial.arms import BasalBolusArm, UnknownArmError, arm_names, make_arm, register_arm
 from hardware_sim.trial.engine import (
     TRUE_GLUCOSE_FLOOR_MG_DL,
     TrialConfig,
@@ -199,6 +199,15 @@ def test_malformed_actions_and_configs_are_rejected() -> None:
         TrialConfig(days=0.0)
     with pytest.raises(UnknownArmError):
         make_arm("closed-loop-magic")
+
+
+def test_registered_arms_can_be_made_by_name() -> None:
+    register_arm("spy-for-test", SpyArm)
+    assert "spy-for-test" in arm_names()
+    arm = make_arm("spy-for-test")
+    assert isinstance(arm, SpyArm) and make_arm("spy-for-test") is not arm
+    with pytest.raises(ValueError):
+        register_arm("a,b", SpyArm)
 
 
 def test_no_insulin_arm_goes_high() -> None:
