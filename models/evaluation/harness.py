@@ -6,6 +6,8 @@ asked to forecast. A forecast therefore uses only data up to its moment, and per
 states, online residual intervals) happens only online. Afterwards each forecast is scored against the
 reading nearest its target time (within +-2.5 min; otherwise it is left out).
 
+Built-in methods: ``last_value``, ``linear``, ``loop`` (baselines), ``twin`` (UKF, insulin relative to basal:
+the hub's), ``twin_ekf`` (same model, EKF) and ``twin_published`` (Kanderian's equations as published).
 Methods come from a registry: ``register_method(name, factory)`` where ``factory(settings) ->
 GlucoseForecaster``. The built-in ones are the baselines and the twin; the ONNX forecaster and the hub's
 combination register themselves later, either by calling ``register_method`` at import (``glucotwin eval
@@ -53,6 +55,8 @@ _REGISTRY: dict[str, MethodFactory] = {
     "linear": lambda settings: LinearForecaster(),
     "loop": lambda settings: LoopEffectForecaster(settings),
     "twin": lambda settings: TwinForecaster(settings),
+    "twin_ekf": lambda settings: TwinForecaster(settings, filter_kind="ekf"),
+    "twin_published": lambda settings: TwinForecaster(settings, insulin_action="zero"),
 }
 _HUB = {"method": "twin"}
 _entry_points_loaded = {"done": False}

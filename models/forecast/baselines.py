@@ -13,7 +13,9 @@ Baselines:
   basal; a running temp basal is assumed to last 30 min) + carb effect (piecewise-linear absorption, CSF =
   ISF/CR, 10-min delay) + retrospective correction (the last 30 min of observed minus modelled change, as a
   rate continued for 60 min with a linear fade).
-* ``twin`` (``TwinForecaster``): the MVP twin's no-action what-if trajectory, with model-based intervals.
+* ``twin`` (``TwinForecaster``): the MVP twin's no-action what-if trajectory, with model-based intervals
+  (sampled propagation of state, parameter and process uncertainty) rescaled online per horizon by
+  ``OnlineIntervalScaler`` (a causal conformal step: the 95 % quantile of past normalised errors).
 
 Intervals for the baselines are empirical residual quantiles learned ONLINE (``OnlineResidualQuantiles``):
 each forecast is kept until the reading at its target time (+-2.5 min) arrives; its residual then joins that
@@ -120,6 +122,43 @@ class OnlineResidualQuantiles:
                 q_low, q_high = -(10.0 + 0.5 * h), 10.0 + 0.5 * h
             lower[i], upper[i] = mean[i] + q_low, mean[i] + q_high
         return lower, upper
+
+
+class OnlineIntervalScaler:
+    """Causal rescaling of model intervals: scale = 95 % quantile of past |error| / (half-width on its side).
+
+    Scores come only from forecasts whose target reading has arrived; until ``min_count`` exist the model's
+    interval is used as it is. The scale is kept within [``low``, ``high``].
+    """
+
+    def __init__(self, window: int = 500, min_count: int = 30, tolerance_min: float = 2.5, low: float = 0.5,
+                 high: float = 4.0) -> None:
+        self.window, self.min_count, self.tolerance_min, self.low, self.high = window, min_count, tolerance_min, low, high
+        self.scores: dict[float, deque[float]] = {}
+        self.pending: deque[tuple[float, float, float, float, float]] = deque()
+
+    def record(self, now_minute: float, horizons: NDArray, mean: NDArray, lower: NDArray, upper: NDArray) -> None:
+        for h, m, lo, hi in zip(horizons, mean, lower, upper):
+            if math.isfinite(m) and math.isfinite(lo) and math.isfinite(hi):
+                self.pending.append((now_minute + float(h), float(h), float(m), float(lo), float(hi)))
+
+    def observe(self, minute: float, glucose_mg_dl: float) -> None:
+        keep: deque[tuple[float, float, float, float, float]] = deque()
+        for item in self.pending:
+            target, h, m, lo, hi = item
+            if abs(target - minute) <= self.tolerance_min:
+                half = (hi - m) if glucose_mg_dl >= m else (m - lo)
+                score = abs(glucose_mg_dl - m) / max(half, 1e-6)
+                self.scores.setdefault(h, deque(maxlen=self.window)).append(score)
+            elif target > minute - self.tolerance_min:
+                keep.append(item)
+        self.pending = keep
+
+    def scale(self, horizon: float) -> float:
+        scores = self.scores.get(float(horizon))
+        if scores is None or len(scores) < self.min_count:
+            return 1.0
+        return float(np.clip(np.quantile(np.fromiter(scores, float), 0.95), self.low, self.high))
 
 
 class ResidualIntervalForecaster(GlucoseForecaster):
@@ -287,10 +326,14 @@ class TwinForecaster(GlucoseForecaster):
 
     name = "twin"
 
-    def __init__(self, settings: TwinSettings, filter_kind: str = "ukf", n_samples: int = 100) -> None:
+    def __init__(self, settings: TwinSettings, filter_kind: str = "ukf", n_samples: int = 100,
+                 insulin_action: str = "basal", calibrate_intervals: bool = True) -> None:
         super().__init__()
-        self.twin = DigitalTwin.from_therapy_settings(settings, filter_kind=filter_kind)  # type: ignore[arg-type]
+        self.twin = DigitalTwin.from_therapy_settings(
+            settings, filter_kind=filter_kind, insulin_action=insulin_action  # type: ignore[arg-type]
+        )
         self.n_samples = n_samples
+        self.scaler = OnlineIntervalScaler() if calibrate_intervals else None
         self._pending_insulin_u = 0.0
         self._pending_carbs_g = 0.0
         self._rate_since_update: float | None = None
@@ -312,6 +355,8 @@ class TwinForecaster(GlucoseForecaster):
 
     def observe_glucose(self, minute: float, glucose_mg_dl: float) -> None:
         super().observe_glucose(minute, glucose_mg_dl)
+        if self.scaler is not None:
+            self.scaler.observe(float(minute), float(glucose_mg_dl))
         self.twin.update(glucose_mg_dl, minute, insulin_u=self._pending_insulin_u, carbs_g=self._pending_carbs_g,
                          basal_u_per_h=self._current_rate)
         self._pending_insulin_u = self._pending_carbs_g = 0.0
@@ -326,5 +371,11 @@ class TwinForecaster(GlucoseForecaster):
         (traj,) = what_if(self.twin, horizon_min=float(horizons.max()) + offset, n_samples=self.n_samples,
                           seed=self._calls)
         at = horizons + offset
-        return Forecast(self.name, float(now_minute), horizons, np.interp(at, traj.minutes, traj.mean_mg_dl),
-                        np.interp(at, traj.minutes, traj.lower_95_mg_dl), np.interp(at, traj.minutes, traj.upper_95_mg_dl))
+        mean = np.interp(at, traj.minutes, traj.mean_mg_dl)
+        lower = np.interp(at, traj.minutes, traj.lower_95_mg_dl)
+        upper = np.interp(at, traj.minutes, traj.upper_95_mg_dl)
+        if self.scaler is not None:
+            self.scaler.record(float(now_minute), horizons, mean, lower, upper)
+            scale = np.array([self.scaler.scale(h) for h in horizons])
+            lower, upper = mean - scale * (mean - lower), mean + scale * (upper - mean)
+        return Forecast(self.name, float(now_minute), horizons, mean, lower, upper)

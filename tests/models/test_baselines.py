@@ -114,3 +114,29 @@ def test_loop_retrospective_correction_follows_unexplained_rise() -> None:
     effects = loop.effects(30.0, np.array([60.0]))
     assert effects["retrospective"][0] > 30.0
     assert not math.isnan(effects["prediction"][0])
+
+
+def test_interval_scaler_widens_too_narrow_model_intervals_causally() -> None:
+    from models.forecast.baselines import OnlineIntervalScaler
+
+    scaler = OnlineIntervalScaler(min_count=10)
+    h = np.array([30.0])
+    for k in range(40):
+        scaler.record(5.0 * k, h, np.array([100.0]), np.array([95.0]), np.array([105.0]))
+    assert scaler.scale(30.0) == 1.0  # nothing observed yet
+    for k in range(6, 46):
+        scaler.observe(5.0 * k, 100.0 + (15.0 if k % 2 else -15.0))  # errors 3x the half-width
+    assert scaler.scale(30.0) == pytest.approx(3.0)
+    assert not scaler.pending
+
+
+def test_twin_forecaster_intervals_are_rescaled_online() -> None:
+    trace = make_trace(hours=10, seed=8)
+    plain, calibrated = (TwinForecaster(SETTINGS, n_samples=30, calibrate_intervals=c) for c in (False, True))
+    for k, minute in enumerate(trace.minutes):
+        for m in (plain, calibrated):
+            m.observe_glucose(minute, trace.cgm_mg_dl[k])
+            fc = m.forecast(minute, [30.0])
+    assert calibrated.scaler is not None and len(calibrated.scaler.scores[30.0]) > 50
+    assert np.isfinite(fc.upper_95_mg_dl).all()
+    assert 0.5 <= calibrated.scaler.scale(30.0) <= 4.0
