@@ -116,6 +116,11 @@ class KeyDestroyed(CloudSyncError):
 
 
 # --- accounts and access -------------------------------------------------------------------------------------
+class BadRequest(CloudSyncError):
+    code = "bad_request"
+    http_status = 400
+
+
 class Unauthenticated(CloudSyncError):
     code = "unauthenticated"
     http_status = 401

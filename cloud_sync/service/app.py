@@ -27,14 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Path as PathParam, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_sync import keys as keymod
 from cloud_sync.envelope import MAX_SEQ, RECORD_TYPES, b64d, b64e
-from cloud_sync.errors import CloudSyncError, Forbidden, NotFound
+from cloud_sync.errors import BadRequest, CloudSyncError, Forbidden, NotFound
 from cloud_sync.service import accounts, audit
 from cloud_sync.service.accounts import Principal
 from cloud_sync.service.at_rest import KeyVault, load_or_create_master_key
@@ -97,6 +97,12 @@ class Service:
         self.db.close()
 
 
+# Ids in URLs: what the service issues (letters, digits, '-', '_', '.', ':'); anything else is a 422.
+PathId = Annotated[str, PathParam(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+# Free text in bodies: no NUL (PostgreSQL text cannot hold it).
+NO_NUL = r"^[^\x00]*$"
+
+
 # --- dependencies --------------------------------------------------------------------------------------------
 _bearer = HTTPBearer(auto_error=False, description="Clinician token from POST /v1/auth/token, patient token "
                                                    "from enrollment, or an admin token from the CLI.")
@@ -125,13 +131,14 @@ class PatientAccess:
     patient_id: str
 
 
-def patient_access(request: Request, patient_id: str,
+def patient_access(request: Request, patient_id: PathId,
                    principal: Annotated[Principal, Depends(current_principal)]) -> PatientAccess:
     """Authorise ``principal`` for ``patient_id`` and audit the access (denials are audited too)."""
     service = get_service(request)
     action = _route_action(request)
     try:
-        with service.audited(principal, action, patient_id, dict(request.query_params)) as tx:
+        query = {k[:64].replace("\x00", ""): v[:200].replace("\x00", "") for k, v in list(request.query_params.items())[:10]}
+        with service.audited(principal, action, patient_id, query) as tx:
             accounts.require_patient_access(tx, principal, patient_id)
     except CloudSyncError as error:
         service.audit_denied(principal.actor, action, patient_id, error)
@@ -198,7 +205,7 @@ class IngestKeyModel(BaseModel):
 
 
 class EnrollRequest(_Strict):
-    code: Annotated[str, Field(min_length=1, max_length=64)]
+    code: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]
     device_public_key: B64
     signature: B64
     base_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] = 0
@@ -221,8 +228,8 @@ class RotateRequest(_Strict):
 
 
 class TokenRequest(_Strict):
-    email: Annotated[str, Field(min_length=3, max_length=254)]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=NO_NUL)]
+    password: Annotated[str, Field(min_length=1, max_length=1024, pattern=NO_NUL)]
 
 
 class TokenResponse(BaseModel):
@@ -231,16 +238,16 @@ class TokenResponse(BaseModel):
 
 
 class NameRequest(_Strict):
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
 
 
 class ClinicianRequest(_Strict):
-    email: Annotated[str, Field(min_length=3, max_length=254)]
-    password: Annotated[str, Field(min_length=12, max_length=1024)]
+    email: Annotated[str, Field(min_length=3, max_length=254, pattern=NO_NUL)]
+    password: Annotated[str, Field(min_length=12, max_length=1024, pattern=NO_NUL)]
 
 
 class PatientRequest(_Strict):
-    display_name: Annotated[str | None, Field(max_length=200)] = None
+    display_name: Annotated[str | None, Field(max_length=200, pattern=NO_NUL)] = None
 
 
 class RecordModel(BaseModel):
@@ -306,7 +313,7 @@ def create_app(config: ServiceConfig, service: Service | None = None) -> FastAPI
                 "patient_token": token}
 
     @app.post("/v1/devices/{device_id}/keys", tags=["hub"])
-    def rotate_device_key(device_id: str, body: RotateRequest, service: ServiceDep) -> dict[str, str]:
+    def rotate_device_key(device_id: PathId, body: RotateRequest, service: ServiceDep) -> dict[str, str]:
         """Rotate the hub's signing key: the new key signed by the old (active) and the new key."""
         with service.db.transaction() as tx:
             new_id = keymod.rotate_device_key(tx, device_id, body.old_device_key_id,
@@ -317,7 +324,7 @@ def create_app(config: ServiceConfig, service: Service | None = None) -> FastAPI
         return {"device_id": device_id, "device_key_id": new_id}
 
     @app.post("/v1/ingest/{device_id}", tags=["hub"], response_model=IngestResponse)
-    def ingest(device_id: str, body: IngestRequest, service: ServiceDep,
+    def ingest(device_id: PathId, body: IngestRequest, service: ServiceDep,
                idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
         """Store a batch of envelopes (in sequence order). Duplicates are answered 200; the answer's
         ``acknowledged_seq`` is the contiguous high-water mark the hub may mark as sent."""
@@ -338,7 +345,7 @@ def create_app(config: ServiceConfig, service: Service | None = None) -> FastAPI
             return {"clinic_id": accounts.create_clinic(tx, body.name)}
 
     @app.post("/v1/clinics/{clinic_id}/clinicians", tags=["admin"])
-    def create_clinician(clinic_id: str, body: ClinicianRequest, principal: AdminDep,
+    def create_clinician(clinic_id: PathId, body: ClinicianRequest, principal: AdminDep,
                          service: ServiceDep) -> dict[str, str]:
         with service.audited(principal, "create_clinician", None, {"clinic_id": clinic_id}) as tx:
             return {"clinician_id": accounts.create_clinician(tx, clinic_id, body.email, body.password)}
@@ -380,19 +387,19 @@ def create_app(config: ServiceConfig, service: Service | None = None) -> FastAPI
 
     @app.get("/v1/patients/{patient_id}/records", tags=["clinician"], response_model=RecordsResponse)
     def patient_records(access: AccessDep,
-                        record_type: Annotated[list[str] | None, Query()] = None,
+                        record_type: Annotated[list[str] | None, Query(max_length=len(RECORD_TYPES))] = None,
                         start_ms: Annotated[int | None, Query(ge=0, le=2**62)] = None,
                         end_ms: Annotated[int | None, Query(ge=0, le=2**62)] = None,
                         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000) -> dict[str, Any]:
         """Decrypted records of one patient, by type (repeatable) and time range [start_ms, end_ms)."""
         unknown = set(record_type or ()) - set(RECORD_TYPES)
         if unknown:
-            raise NotFound(f"unknown record types {sorted(unknown)}; known: {list(RECORD_TYPES)}")
+            raise BadRequest(f"unknown record types; known: {list(RECORD_TYPES)}")
         rows = access.service.records.read(access.patient_id, record_type, start_ms, end_ms, limit)
         return {"patient_id": access.patient_id, "records": [r.to_json() for r in rows]}
 
     @app.post("/v1/devices/{device_id}/revoke", tags=["clinician"])
-    def revoke_device(device_id: str, request: Request, principal: PrincipalDep,
+    def revoke_device(device_id: PathId, request: Request, principal: PrincipalDep,
                       service: ServiceDep) -> dict[str, Any]:
         """Revoke a hub (lost or stolen): by the patient or a clinician with consent."""
         with service.db.transaction() as tx:
@@ -410,21 +417,21 @@ def create_app(config: ServiceConfig, service: Service | None = None) -> FastAPI
 
     # --- patients ----------------------------------------------------------------------------------------
     @app.put("/v1/patients/{patient_id}/consents/{clinic_id}", tags=["patient"])
-    def grant_consent(patient_id: str, clinic_id: str, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
+    def grant_consent(patient_id: PathId, clinic_id: PathId, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
         _own(principal, patient_id)
         with service.audited(principal, "grant_consent", patient_id, {"clinic_id": clinic_id}) as tx:
             accounts.grant_consent(tx, patient_id, clinic_id)
         return {"patient_id": patient_id, "clinic_id": clinic_id, "consent": True}
 
     @app.delete("/v1/patients/{patient_id}/consents/{clinic_id}", tags=["patient"])
-    def revoke_consent(patient_id: str, clinic_id: str, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
+    def revoke_consent(patient_id: PathId, clinic_id: PathId, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
         _own(principal, patient_id)
         with service.audited(principal, "revoke_consent", patient_id, {"clinic_id": clinic_id}) as tx:
             accounts.revoke_consent(tx, patient_id, clinic_id)
         return {"patient_id": patient_id, "clinic_id": clinic_id, "consent": False}
 
     @app.delete("/v1/patients/{patient_id}", tags=["patient"])
-    def erase(patient_id: str, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
+    def erase(patient_id: PathId, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
         """Erasure (GDPR art. 17): crypto-shred the patient's data key and delete the rows."""
         _own(principal, patient_id)
         with service.audited(principal, "erase_patient", patient_id) as tx:
