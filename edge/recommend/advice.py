@@ -6,9 +6,10 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
 2. Sensitivity used: the configured ISF, or the twin's estimate when the twin thinks the person is MORE
    sensitive (less insulin). A twin that thinks the person needs more insulin does not raise doses: that
    evidence goes to the clinician's settings review instead.
-3. Meal bolus = carbs / CR; correction = (eventual glucose without the meal - target) / ISF, where the
-   eventual glucose already includes insulin and carbs on board (so IOB is not subtracted twice). A negative
-   correction reduces the meal bolus, as bolus calculators do.
+3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
+   without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
+   never more than the higher of glucose now and the 60-min prediction: a rise the model only extrapolates
+   over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.
 4. The bolus is then reduced (bisection) until the predicted minimum WITH the bolus stays at or above the
    suspend threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value).
 5. Hypoglycaemia prevention: if glucose is low, or the no-action prediction falls below the low threshold
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
+
 from ..safety import DoseProposal, DosingContext, LimitedDose, SafetyLimits, apply_hard_limits
 from ..therapy_settings import TherapySettings
 from .prediction import HypotheticalAction, PredictedGlucose, Predictor
@@ -36,6 +39,7 @@ RESCUE_TARGET_MG_DL = 80.0
 RESCUE_ABSORPTION_MIN = 45.0
 RESCUE_ACTS_AFTER_MIN = 30.0
 BOLUS_ACTS_AFTER_MIN = 15.0
+CORRECTION_NEAR_MIN = 60.0
 MIN_SAFETY_MARGIN_MG_DL = 10.0
 SMALL_CORRECTION_U = 1.0
 TEMP_BASAL_DURATION_MIN = 30.0
@@ -84,6 +88,10 @@ class Advice:
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def _value_at(trajectory: PredictedGlucose, minute: float) -> float:
+    return float(np.interp(minute, trajectory.minutes, trajectory.mean_mg_dl))
 
 
 def _max_bolus_keeping_minimum(
@@ -207,18 +215,23 @@ def recommend(
 
     # Bolus arithmetic.
     meal_u = announced_carbs_g / cr
-    correction_u = (no_action.eventual_mg_dl - target) / isf
+    # Dose against the eventual glucose, but never chase a rise the model only extrapolates beyond an hour:
+    # the correction basis is the lower of the eventual value and the higher of now / the 60-min prediction.
+    near_mg_dl = max(glucose if _finite(glucose) else 0.0, _value_at(no_action, CORRECTION_NEAR_MIN))  # type: ignore[arg-type]
+    basis_mg_dl = min(no_action.eventual_mg_dl, near_mg_dl)
+    correction_u = (basis_mg_dl - target) / isf
+    numbers["correction_basis_mg_dl"] = round(basis_mg_dl, 1)
     total_u = max(meal_u + correction_u, 0.0)
     numbers.update(meal_bolus_by_ratio_u=round(meal_u, 3), correction_by_eventual_u=round(correction_u, 3))
     if announced_carbs_g:
         reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {meal_u:.2f} U for the meal")
     if correction_u > 0:
         reasons.append(
-            f"eventual {no_action.eventual_mg_dl:.0f} mg/dL is above target {target:.0f}: "
-            f"({no_action.eventual_mg_dl:.0f} - {target:.0f}) / {isf:g} = {correction_u:.2f} U"
+            f"predicted {basis_mg_dl:.0f} mg/dL is above target {target:.0f}: "
+            f"({basis_mg_dl:.0f} - {target:.0f}) / {isf:g} = {correction_u:.2f} U"
         )
     elif correction_u < 0 and announced_carbs_g:
-        reasons.append(f"eventual {no_action.eventual_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
+        reasons.append(f"predicted {basis_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
     safe_total = _max_bolus_keeping_minimum(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u)
     if safe_total < total_u - 1e-9:
         reasons.append(f"reduced to {safe_total:.2f} U so the predicted minimum stays above {floor:.0f} mg/dL")

@@ -152,3 +152,21 @@ def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, s
         scheduled_basal_u_per_h=1.0, predicted_min_glucose_mg_dl=advice.numbers["predicted_min_with_meal_mg_dl"],
     )
     assert limit_violations(advice.dose, context, limits) == []
+
+
+class _RunawayPredictor(EffectSumPredictor):
+    """A model that extrapolates a rise for hours (as a mis-estimated twin might)."""
+
+    def predict(self, action):
+        base = super().predict(action)
+        rise = 1.0 * base.minutes  # +1 mg/dL/min for six hours
+        return type(base)(base.minutes, base.mean_mg_dl + rise, base.lower_mg_dl + rise, base.upper_mg_dl + rise,
+                          action)
+
+
+def test_correction_never_chases_a_rise_extrapolated_beyond_an_hour() -> None:
+    predictor = _RunawayPredictor(200)
+    advice = recommend(snapshot(200), ADULT_SETTINGS, ADULT_LIMITS, predictor)
+    # basis = max(now 200, 60-min prediction ~260) = ~260, not the eventual ~560
+    assert advice.numbers["correction_basis_mg_dl"] < 270
+    assert advice.dose.bolus_u <= (270 - 110) / 50 + 1e-9
