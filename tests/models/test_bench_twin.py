@@ -1,6 +1,7 @@
 """Per-reading cost of the twin's update: UKF vs EKF (the baseline), integrators and sigma-point handling.
 
 Run:  .venv/bin/python -m pytest tests/models/test_bench_twin.py -m benchmark --benchmark-enable -s
+The what-if benchmark measures the recommender-facing cost of four 3-h scenarios.
 Each benchmark feeds one 5-min CGM reading per call to a twin that has already seen a synthetic day; the
 printed line gives p50/p99 from the raw per-call timings. Baseline: the EKF (analytic Jacobian, Euler).
 Without --benchmark-enable (the default in CI) each case runs once, as a smoke test.
@@ -57,3 +58,22 @@ def test_twin_update_cost_per_reading(benchmark, name: str) -> None:
         p50, p99 = np.percentile(ms, [50, 99])
         benchmark.extra_info.update(p50_ms=round(float(p50), 4), p99_ms=round(float(p99), 4))
         print(f"\n{name:<24} per reading: p50 {p50:.3f} ms  p99 {p99:.3f} ms  (n={ms.size})")
+
+
+WHATIF_SAMPLES = {"what_if_200_samples": 200, "what_if_100_samples": 100}
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("name", list(WHATIF_SAMPLES))
+def test_what_if_cost_four_scenarios_180_min(benchmark, name: str) -> None:
+    """What the recommender pays to compare no action, a bolus, a meal and a suspension over 3 h."""
+    from models.whatif import NO_ACTION, Scenario, what_if
+
+    trace = make_trace(hours=6, seed=12)
+    twin = DigitalTwin.from_therapy_settings(SETTINGS)
+    for k, minute in enumerate(trace.minutes):
+        twin.update(float(trace.cgm_mg_dl[k]), minute, insulin_u=float(trace.bolus_u[k]), carbs_g=float(trace.carbs_g[k]))
+    scenarios = (NO_ACTION, Scenario(bolus_u=2.0), Scenario(carbs_g=30.0),
+                 Scenario(temp_basal_u_per_h=0.0, temp_basal_duration_min=60.0))
+    result = benchmark(lambda: what_if(twin, *scenarios, horizon_min=180, n_samples=WHATIF_SAMPLES[name]))
+    assert len(result) == 4 and all(np.isfinite(t.mean_mg_dl).all() for t in result)
