@@ -1,0 +1,62 @@
+"""The hub's cloud sync, in its own thread and its own SQLite connection (never on the real-time path).
+
+First run: enrol with the one-time code from the clinic (``[cloud] enrollment_code``), keeping the device key
+and credentials next to the database (mode 0600). Then: :class:`cloud_sync.sync_client.SyncClient` drains the
+outbox in order, with retries and backoff, for as long as the hub runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from cloud_sync.errors import PermanentSyncError, TransientSyncError
+from cloud_sync.outbox import Outbox
+from cloud_sync.sync_client import HubCredentials, SyncClient, SyncConfig, enroll
+
+from ..config import HubConfig
+
+logger = logging.getLogger(__name__)
+ENROLL_RETRY_S = 30.0
+
+
+def credentials_dir(config: HubConfig) -> Path:
+    return config.storage_path.parent / "credentials"
+
+
+def load_or_enroll(config: HubConfig, stop: threading.Event) -> HubCredentials | None:
+    directory = credentials_dir(config)
+    if (directory / "hub-credentials.json").exists():
+        return HubCredentials.load(directory)
+    if not config.cloud.enrollment_code or not config.cloud.url:
+        logger.warning("cloud sync configured without an enrollment code and without saved credentials")
+        return None
+    while not stop.is_set():
+        try:
+            credentials = enroll(config.cloud.url, config.cloud.enrollment_code)
+            credentials.save(directory)
+            logger.info("enrolled with the cloud as device %s", credentials.device_id)
+            return credentials
+        except PermanentSyncError as error:
+            logger.error("enrollment refused: %s", error)
+            return None
+        except (TransientSyncError, OSError, ValueError) as error:
+            logger.info("enrollment not possible yet (%s); retrying", error)
+        except Exception as error:  # requests' connection errors and friends: the cloud may be unreachable
+            logger.info("cloud unreachable for enrollment (%s); retrying", error)
+        stop.wait(ENROLL_RETRY_S)
+    return None
+
+
+def run_sync_worker(config: HubConfig, stop: threading.Event, *, idle_interval_s: float = 30.0) -> None:
+    credentials = load_or_enroll(config, stop)
+    if credentials is None:
+        return
+    outbox = Outbox.open(config.storage_path)
+    try:
+        assert config.cloud.url is not None
+        client = SyncClient(outbox, credentials, SyncConfig(base_url=config.cloud.url, idle_interval_s=idle_interval_s))
+        client.run(stop)
+    finally:
+        outbox.close()
