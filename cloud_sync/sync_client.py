@@ -92,6 +92,7 @@ class HubCredentials:
     ingest_key: IngestPublicKey
     patient_id: str = ""
     patient_token: str = ""
+    pending_identity: DeviceIdentity | None = None  # a rotation whose answer was not seen (crash, lost ack)
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -106,14 +107,20 @@ class HubCredentials:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, directory / "hub-credentials.json")
+        pending = directory / "device.key.next"
+        if self.pending_identity is not None:
+            self.pending_identity.save(pending)
+        elif pending.exists():
+            pending.unlink()
 
     @classmethod
     def load(cls, directory: str | Path) -> HubCredentials:
         directory = Path(directory)
         obj = json.loads((directory / "hub-credentials.json").read_text())
+        pending = directory / "device.key.next"
         return cls(obj["device_id"], DeviceIdentity.load(directory / "device.key"),
                    IngestPublicKey.from_json(obj["ingest_key"]), obj.get("patient_id", ""),
-                   obj.get("patient_token", ""))
+                   obj.get("patient_token", ""), DeviceIdentity.load(pending) if pending.exists() else None)
 
 
 def enroll(base_url: str, code: str, identity: DeviceIdentity | None = None, *, base_seq: int = 0,
@@ -144,9 +151,11 @@ class SyncClient:
     """Sends ``outbox`` to the service at ``config.base_url`` as ``credentials.device_id``."""
 
     def __init__(self, outbox: Outbox, credentials: HubCredentials, config: SyncConfig,
-                 session: requests.Session | None = None, rng: random.Random | None = None) -> None:
+                 session: requests.Session | None = None, rng: random.Random | None = None,
+                 credentials_dir: str | Path | None = None) -> None:
         self.outbox = outbox
         self.credentials = credentials
+        self.credentials_dir = credentials_dir
         self.config = config
         self.session = session or make_session(config)
         self.rng = rng or random.Random()
@@ -190,7 +199,7 @@ class SyncClient:
         return seal(record.payload, header, self.credentials.ingest_key.x25519(),
                     self.credentials.identity.private_key).to_json()
 
-    def _send(self, batch: list[OutboxRecord], refreshed_key: bool = False) -> dict[str, Any]:
+    def _send(self, batch: list[OutboxRecord], refreshed_key: bool = False, switched_key: bool = False) -> dict[str, Any]:
         body = {"envelopes": [self._seal(r) for r in batch]}
         idempotency_key = f"{self.credentials.device_id}:{batch[0].seq}-{batch[-1].seq}"
         url = f"{self.config.base_url.rstrip('/')}/v1/ingest/{self.credentials.device_id}"
@@ -215,7 +224,10 @@ class SyncClient:
         code = (payload.get("error") or {}).get("code") if isinstance(payload, dict) else None
         if code == "unknown_ingest_key" and not refreshed_key:
             self.refresh_ingest_key()
-            return self._send(batch, refreshed_key=True)
+            return self._send(batch, refreshed_key=True, switched_key=switched_key)
+        if code == "unknown_device_key" and self.credentials.pending_identity is not None and not switched_key:
+            self._adopt_pending_identity()  # the service took our rotation but we never saw its answer
+            return self._send(batch, refreshed_key=refreshed_key, switched_key=True)
         raise PermanentSyncError(f"service refused seq {batch[0].seq}-{batch[-1].seq}: HTTP {response.status_code} "
                                  f"{code}", status=response.status_code, error_code=code)
 
@@ -232,15 +244,35 @@ class SyncClient:
         return key
 
     def rotate_device_key(self, new_identity: DeviceIdentity | None = None) -> DeviceIdentity:
-        """Register a new device key signed by the old and the new key; the caller persists the credentials."""
+        """Register a new device key signed by the old and the new key.
+
+        Crash-safe with ``credentials_dir``: the new key is saved as pending (``device.key.next``) before the
+        request and adopted after the answer; if the answer is lost, the next ``unknown_device_key`` refusal
+        adopts the pending key, so a rotation can never lock the hub out."""
         new_identity = new_identity or DeviceIdentity.generate()
+        self.credentials.pending_identity = new_identity
+        self._persist()
         body = keymod.rotate_request(self.credentials.device_id, self.credentials.identity, new_identity)
-        response = self.session.post(f"{self.config.base_url.rstrip('/')}/v1/devices/{self.credentials.device_id}/keys",
-                                     json=body, timeout=self.config.timeout_s)
+        try:
+            response = self.session.post(
+                f"{self.config.base_url.rstrip('/')}/v1/devices/{self.credentials.device_id}/keys",
+                json=body, timeout=self.config.timeout_s)
+        except requests.RequestException as exc:
+            raise TransientSyncError(f"key rotation: network error {exc}") from exc
         if response.status_code != 200:
             raise PermanentSyncError(f"key rotation refused: HTTP {response.status_code}", status=response.status_code)
-        self.credentials.identity = new_identity
+        self._adopt_pending_identity()
         return new_identity
+
+    def _adopt_pending_identity(self) -> None:
+        assert self.credentials.pending_identity is not None
+        self.credentials.identity = self.credentials.pending_identity
+        self.credentials.pending_identity = None
+        self._persist()
+
+    def _persist(self) -> None:
+        if self.credentials_dir is not None:
+            self.credentials.save(self.credentials_dir)
 
     # --- background loop ---------------------------------------------------------------------------------
     def run(self, stop: threading.Event, wake: threading.Event | None = None) -> None:

@@ -80,6 +80,11 @@ class IngestService:
             raise UnknownDevice(f"device {device_id!r} is not enrolled")
         return int(row[0])
 
+    def prune_idempotency(self, older_than_ms: int) -> int:
+        """Forget Idempotency-Keys created before ``older_than_ms`` (seq deduplication stays forever)."""
+        with self.db.transaction() as tx:
+            return tx.execute("DELETE FROM idempotency WHERE created_ms < ?", (older_than_ms,))
+
     def ingest(self, device_id: str, envelopes: Sequence[Any], idempotency_key: str | None = None) -> IngestResult:
         if len(envelopes) > self.max_batch:
             raise BatchTooLarge(f"at most {self.max_batch} envelopes per request")

@@ -336,3 +336,28 @@ def test_every_data_access_is_audited(cloud) -> None:
     assert after[0].action == "GET /v1/patients/{patient_id}/records"
     assert after[0].actor == f"clinician:{hub.clinic.clinician_id}"
     audit.verify(service.db)
+
+
+def test_device_key_rotation_survives_a_lost_answer(cloud, tmp_path: Path) -> None:
+    """The service accepts a rotation but the hub crashes before seeing the answer: on restart the hub still
+    holds the old (now retired) key and a pending new one; the first refusal makes it adopt the pending key."""
+    service, url = cloud
+    hub = new_hub(cloud)
+    hub.creds.save(tmp_path / "creds")
+    new_identity = DeviceIdentity.generate()
+    hub.creds.pending_identity = new_identity
+    hub.creds.save(tmp_path / "creds")  # what rotate_device_key persists before its request
+    from cloud_sync.keys import rotate_request  # noqa: PLC0415
+    body = rotate_request(hub.creds.device_id, hub.creds.identity, new_identity)
+    assert requests.post(f"{url}/v1/devices/{hub.creds.device_id}/keys", json=body, timeout=10).status_code == 200
+    # ...crash: the answer is lost. Restart from files.
+    restarted = HubCredentials.load(tmp_path / "creds")
+    assert restarted.identity.key_id != new_identity.key_id and restarted.pending_identity is not None
+    outbox = Outbox.open(tmp_path / "hub.db")
+    outbox.enqueue(hour_summary(random.Random(1), 1).to_bytes())
+    client = SyncClient(outbox, restarted, SyncConfig(url), credentials_dir=tmp_path / "creds")
+    assert client.sync_once().acknowledged_seq == 1
+    assert HubCredentials.load(tmp_path / "creds").identity.key_id == new_identity.key_id
+    assert not (tmp_path / "creds" / "device.key.next").exists()
+    client.rotate_device_key()  # and a normal rotation persists the new key too
+    assert HubCredentials.load(tmp_path / "creds").identity.key_id == client.credentials.identity.key_id
