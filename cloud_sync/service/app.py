@@ -11,7 +11,8 @@ Adding routes (clinician pages, FHIR export, Nightscout API): write an ``APIRout
         rows = access.service.records.read(access.patient_id, ["glucose"], start_ms, end_ms)
 
 ``patient_access`` authenticates the bearer token, enforces consent (clinician) or self (patient), and appends
-an audit entry naming the route. ``get_service(request)`` gives the ``Service`` (db, vault, keyring, records,
+an audit entry naming the route. Derived data kept elsewhere (caches, aggregates) must be encrypted with
+``service.vault.encrypt_record`` or registered in ``service.erasure_hooks`` so that erasure reaches it. ``get_service(request)`` gives the ``Service`` (db, vault, keyring, records,
 ingest) for routes that authenticate differently (e.g. Nightscout's API-SECRET). Errors: raise a
 ``cloud_sync.errors.CloudSyncError`` subclass; the app answers ``{"error": {"code", "message", ...}}`` with
 its status.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,17 @@ class Service:
         self.records = RecordStore(self.db, self.vault)
         fingerprint_key = hmac.new(master, b"glucotwin/ingest-fingerprint/v1", hashlib.sha256).digest()
         self.ingest = IngestService(self.db, self.keyring, self.records, fingerprint_key, config.max_batch)
+        # Modules that keep derived data (AGP caches, FHIR bundles...) register ``hook(tx, patient_id)`` here;
+        # erasure calls them inside its transaction so derived copies go with the rows.
+        self.erasure_hooks: list[Callable[[Tx, str], None]] = []
+
+    def erase_patient(self, principal: Principal, patient_id: str) -> dict[str, int]:
+        """Erasure: crypto-shred, delete rows, run the erasure hooks; audited; all in one transaction."""
+        with self.audited(principal, "erase_patient", patient_id) as tx:
+            counts = accounts.erase_patient(tx, self.vault, patient_id)
+            for hook in self.erasure_hooks:
+                hook(tx, patient_id)
+        return counts
 
     @contextmanager
     def audited(self, principal: Principal, action: str, patient_id: str | None = None,
@@ -434,8 +446,7 @@ def create_app(config: ServiceConfig, service: Service | None = None) -> FastAPI
     def erase(patient_id: PathId, principal: PatientDep, service: ServiceDep) -> dict[str, Any]:
         """Erasure (GDPR art. 17): crypto-shred the patient's data key and delete the rows."""
         _own(principal, patient_id)
-        with service.audited(principal, "erase_patient", patient_id) as tx:
-            counts = accounts.erase_patient(tx, service.vault, patient_id)
+        counts = service.erase_patient(principal, patient_id)
         return {"patient_id": patient_id, "erased": True, "deleted": counts}
 
     for router in config.extra_routers:

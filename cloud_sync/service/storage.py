@@ -81,6 +81,22 @@ SCHEMA: tuple[str, ...] = (
 )
 
 
+# The audit log is append-only in the database itself too (an attacker with raw file access can drop these,
+# which is why the log is also hash-chained: see audit.verify).
+APPEND_ONLY_SQLITE = (
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+    """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+       BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END""",
+)
+APPEND_ONLY_POSTGRES = (
+    """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS
+       $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$""",
+    """CREATE OR REPLACE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+       FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+)
+
+
 class Tx:
     """One open transaction. SQL uses ``?`` placeholders on every dialect."""
 
@@ -147,6 +163,8 @@ class Database:
         with self.transaction() as tx:
             for statement in SCHEMA:
                 tx.execute(self._ddl(statement))
+            for statement in APPEND_ONLY_POSTGRES if self.dialect == "postgres" else APPEND_ONLY_SQLITE:
+                tx._cursor.execute(statement)  # noqa: SLF001 - DDL with literal '?'-free bodies
             if self.dialect == "postgres":
                 for table in PARTITIONED_TABLES:
                     for i in range(PG_HASH_PARTITIONS):

@@ -41,6 +41,7 @@ def test_admin_commands_build_a_working_clinic(tmp_path: Path, capsys, monkeypat
     assert code == 0 and "OK" in out
     import sqlite3  # noqa: PLC0415
     with sqlite3.connect(tmp_path / "cloud.db") as conn:
+        conn.execute("DROP TRIGGER audit_log_no_update")
         conn.execute("UPDATE audit_log SET action = 'nothing' WHERE entry_id = 2")
     assert main(["cloud", "verify-audit", *db]) == 1
 

@@ -72,3 +72,5 @@ def test_sync_under_faults_then_erasure_on_postgres(pg_service: Service, tmp_pat
         pg_service.vault.decrypt_record(tx, patient_id, b"\0" * 12, b"\0" * 32, b"")
     assert pg_service.records.count(hubs[1][0]) > 0
     assert audit.verify(pg_service.db) > 5
+    with pytest.raises(Exception, match="append-only"), pg_service.db.transaction() as tx:
+        tx.execute("UPDATE audit_log SET actor = 'x' WHERE entry_id = 1")

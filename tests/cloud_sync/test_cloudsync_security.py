@@ -278,7 +278,11 @@ def test_erasure_crypto_shreds_even_copies_of_the_rows(cloud, tmp_path: Path) ->
         copy = tx.all("SELECT record_type, time_ms, device_id, seq, idx, nonce, ciphertext FROM records "
                       "WHERE patient_id = ?", (hub.patient_id,))
     assert copy
+    hooked: list[str] = []
+    service.erasure_hooks.append(lambda tx, patient_id: hooked.append(patient_id))
     erase = requests.delete(f"{url}/v1/patients/{hub.patient_id}", headers=bearer(hub.creds.patient_token), timeout=10)
+    service.erasure_hooks.clear()
+    assert hooked == [hub.patient_id]
     assert erase.status_code == 200 and erase.json()["deleted"]["records"] == len(copy)
     assert service.records.count(hub.patient_id) == 0
     # a fresh process with the same master key cannot decrypt the copied rows either
@@ -308,7 +312,13 @@ def test_audit_chain_verifies_and_detects_edits(tmp_path: Path) -> None:
             audit.append(tx, "clinician:x", "read", f"pt-{i}", {"n": i})
     total = audit.verify(service.db)
     assert total == 5
-    with service.db.transaction() as tx:
+    with pytest.raises(Exception, match="append-only"), service.db.transaction() as tx:
+        tx.execute("UPDATE audit_log SET actor = 'clinician:y' WHERE entry_id = 3")
+    with pytest.raises(Exception, match="append-only"), service.db.transaction() as tx:
+        tx.execute("DELETE FROM audit_log WHERE entry_id = 5")
+    with service.db.transaction() as tx:  # an attacker with the raw file drops the guards: the chain still tells
+        tx.execute("DROP TRIGGER audit_log_no_update")
+        tx.execute("DROP TRIGGER audit_log_no_delete")
         tx.execute("UPDATE audit_log SET actor = 'clinician:y' WHERE entry_id = 3")
     with pytest.raises(AuditChainBroken) as broken:
         audit.verify(service.db)
