@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from models.twin import mvp_model as mvp
 from models.twin.filter import Q_PER_MIN_DEFAULT, R_DEFAULT_MG_DL2
 from models.twin.mvp_model import D1, G, GSC, ISC, N_STATES, NOISE, THETA, MVPParameters
+from models.twin.twin import DigitalTwin
 
 Quantity = Literal["sensor", "plasma"]
 
@@ -163,12 +164,18 @@ def _observe(s: NDArray[np.float64], quantity: Quantity, white: NDArray[np.float
     return np.clip(s[:, GSC] + s[:, NOISE] + white, mvp.GLUCOSE_FLOOR_MG_DL, mvp.GLUCOSE_CEILING_MG_DL)
 
 
-def what_if(twin: object, *scenarios: Scenario, horizon_min: float = 180.0, n_samples: int = 200,
-            quantity: Quantity = "sensor", seed: int = 0) -> list[Trajectory]:
-    """Trajectories for each scenario (default: no action) from a ``DigitalTwin``'s current belief."""
+def what_if(twin: DigitalTwin, *scenarios: Scenario, horizon_min: float = 180.0, n_samples: int = 200,
+            quantity: Quantity = "sensor", seed: int = 0, basal_u_per_h: float | None = None) -> list[Trajectory]:
+    """Trajectories for each scenario (default: no action) from a ``DigitalTwin``'s current belief.
+
+    ``basal_u_per_h`` is the rate delivered when no temp basal of the scenario applies; by default the rate
+    the twin was last told (so a running temp basal is assumed to continue).
+    """
     chosen = scenarios or (NO_ACTION,)
+    rate = twin.basal_u_per_h if basal_u_per_h is None else float(basal_u_per_h)
+    if not (math.isfinite(rate) and 0 <= rate <= 35.0):
+        raise ScenarioError(f"basal_u_per_h={basal_u_per_h!r} must be within 0..35")
     return simulate(
-        twin.x, twin.P, twin.params, twin.basal_u_per_h, chosen, horizon_min=horizon_min,  # type: ignore[attr-defined]
-        n_samples=n_samples, quantity=quantity, seed=seed, q_per_min=twin.filter.q_per_min,  # type: ignore[attr-defined]
-        r_mg_dl2=twin.filter.r_mg_dl2,  # type: ignore[attr-defined]
+        twin.x, twin.P, twin.params, rate, chosen, horizon_min=horizon_min, n_samples=n_samples,
+        quantity=quantity, seed=seed, q_per_min=twin.filter.q_per_min, r_mg_dl2=twin.filter.r_mg_dl2,
     )

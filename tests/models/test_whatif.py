@@ -69,3 +69,11 @@ def test_bad_scenarios_are_refused(kwargs: dict) -> None:
 def test_bad_horizon_is_refused(twin: DigitalTwin) -> None:
     with pytest.raises(ScenarioError):
         what_if(twin, horizon_min=0)
+
+
+def test_scheduled_basal_can_be_named_explicitly(twin: DigitalTwin) -> None:
+    low = what_if(twin, basal_u_per_h=0.0, n_samples=50, horizon_min=120)[0]
+    high = what_if(twin, basal_u_per_h=2.0, n_samples=50, horizon_min=120)[0]
+    assert low.eventual_mg_dl > high.eventual_mg_dl
+    with pytest.raises(ScenarioError):
+        what_if(twin, basal_u_per_h=-1.0)
