@@ -235,7 +235,7 @@ def test_notifications_are_truncated_to_mtu_minus_3(mode: str, server: ServerPro
     run(scenario())
 
 
-def test_peripheral_mtu_cap_wins(server: ServerProcess) -> None:
+def test_peripheral_mtu_cap_wins() -> None:
     from hardware_sim.faults import FaultPlan
 
     async def scenario() -> None:
