@@ -53,6 +53,7 @@ from cloud_sync.service.storage import Database, Tx
 
 __all__ = [
     "router", "ensure_schema", "issue_read_token", "revoke_read_token", "resolve_secret", "secret_sha1",
+    "erase_patient_tokens",
     "direction_for_rate", "format_entries", "format_treatments", "format_devicestatus", "status_json",
     "DIRECTIONS", "NightscoutToken",
 ]
@@ -102,6 +103,11 @@ def revoke_read_token(tx: Tx, patient_id: str, token_id: str) -> None:
                          "AND revoked_ms IS NULL", (int(time.time() * 1000), token_id, patient_id))
     if not changed:
         raise NotFound(f"no active Nightscout token {token_id!r} for this patient")
+
+
+def erase_patient_tokens(tx: Tx, patient_id: str) -> None:
+    """Erasure hook (``Service.erasure_hooks``): the patient's Nightscout secrets go with the patient."""
+    tx.execute("DELETE FROM nightscout_tokens WHERE patient_id = ?", (patient_id,))
 
 
 def resolve_secret(tx: Tx, api_secret_sha1: str | None, token: str | None) -> NightscoutToken:

@@ -49,7 +49,7 @@ from cloud_sync.reports.agp import AgpReport, build_agp
 from cloud_sync.reports.clinical import PARAMETER_UNITS, PatientFlags, advice_log, compute_flags, parameter_series
 from cloud_sync.service import accounts, audit
 from cloud_sync.service.accounts import Principal
-from cloud_sync.service.app import Service, get_service
+from cloud_sync.service.app import PathId, Service, get_service
 from cloud_sync.service.records import PatientRecord
 from cloud_sync.service.storage import Database
 
@@ -135,7 +135,7 @@ class PageAccess:
     patient_id: str
 
 
-def page_access(request: Request, patient_id: str, principal: PagePrincipal) -> PageAccess:
+def page_access(request: Request, patient_id: PathId, principal: PagePrincipal) -> PageAccess:
     """Consent check + audit entry for this route (the same rules as the service's ``patient_access``)."""
     service = get_service(request)
     route = request.scope.get("route")

@@ -5,8 +5,10 @@
     app = register_routes(create_app(config))
 
 or in one call: ``create_app_with_reports(config)``. ``register_routes`` creates this package's own tables
-(``page_tickets``, ``nightscout_tokens``; idempotent), includes the routers and adds one exception handler
-that sends browsers without a session to the login page (API clients keep the JSON 401).
+(``page_tickets``, ``nightscout_tokens``; idempotent), registers the erasure hook that deletes a patient's
+Nightscout secrets, includes the routers and adds one exception handler that sends browsers without a
+session to the login page (API clients keep the JSON 401). Nothing else is stored: pages, SVGs and FHIR
+bundles are computed per request from the encrypted records, so erasure leaves no derived copy behind.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def register_routes(app: FastAPI) -> FastAPI:
     service: Service = app.state.service
     pages.ensure_schema(service.db)
     nightscout_api.ensure_schema(service.db)
+    hooks = getattr(service, "erasure_hooks", None)
+    if hooks is not None and nightscout_api.erase_patient_tokens not in hooks:
+        hooks.append(nightscout_api.erase_patient_tokens)
     for router in ROUTERS:
         app.include_router(router)
 

@@ -189,3 +189,16 @@ def test_reads_are_audited_without_the_secret(ns) -> None:
     assert reads and reads[-1][2] == ns["hub"].patient_id
     assert any(r[0] == "nightscout:unknown" and r[1] == "denied:GET /api/v1/entries.json" for r in rows)
     assert not any(ns["secret"] in r[3] or ns["api_secret_sha1"] in r[3] for r in rows)
+
+
+def test_erasure_deletes_the_patients_secrets(tmp_path) -> None:
+    with live_service(tmp_path) as (service, url):
+        hub = new_hub(url, make_clinic(service))
+        patient = {"Authorization": f"Bearer {hub.creds.patient_token}"}
+        made = requests.post(f"{url}/v1/patients/{hub.patient_id}/nightscout-tokens", headers=patient, timeout=30).json()
+        assert requests.get(f"{url}/api/v1/status", params={"token": made["secret"]}, timeout=30).status_code == 200
+        erased = requests.delete(f"{url}/v1/patients/{hub.patient_id}", headers=patient, timeout=30)
+        assert erased.status_code == 200, erased.text
+        with service.db.transaction() as tx:
+            assert tx.one("SELECT COUNT(*) FROM nightscout_tokens WHERE patient_id = ?", (hub.patient_id,)) == (0,)
+        assert requests.get(f"{url}/api/v1/status", params={"token": made["secret"]}, timeout=30).status_code == 401
