@@ -14,7 +14,8 @@ What one connection does (and every reconnection repeats):
 2. read CGM Feature: E2E-CRC on or off decides how every measurement is decoded;
 3. read Session Start Time: a changed value means a new sensor session, whose time offsets restart;
 4. subscribe to CGM Measurement (notify) and the RACP (indicate);
-5. synchronise with RACP: anchor on the sensor's first stored record when nothing was delivered yet, then
+5. synchronise with RACP: anchor on the sensor's first stored record when nothing was delivered yet (checked
+   with "number of records <= it" == 1, since a live reading may share the window), then
    "report records >= last delivered time offset"; if readings are still held behind a gap, ask the number of
    stored records in [last, newest held] and let :class:`~firmware_bridge.sessions.tracking.ReadingTracker`
    release them when nothing is missing (the sensor may simply not have taken a reading);
@@ -205,6 +206,10 @@ class CgmSession:
                 self.stats.connect_failures += 1
                 logger.info("CGM link lost or not established (%s: %s); retrying in %.2f s", type(error).__name__, error, backoff_s)
                 synced = False
+            except Exception:  # a radio stack raises more types than these; the hub must keep following
+                self.stats.connect_failures += 1
+                logger.warning("unexpected error on the CGM link; retrying in %.2f s", backoff_s, exc_info=True)
+                synced = False
             if synced:
                 backoff_s = self.config.backoff_initial_s
             else:
@@ -297,8 +302,13 @@ class CgmSession:
                         self._emit(self.tracker.backfill_complete())
                         return
                     if _code(response) is RacpResponseCode.SUCCESS and not procedure.errors and procedure.offsets:
-                        first = min(procedure.offsets)
-                        self._emit(self.tracker.anchor(self._held_or_raise(first)))
+                        # A live reading may have arrived in the same window: the candidate is the oldest seen,
+                        # and it is the first stored record only if the sensor holds exactly one record <= it.
+                        candidate = min(procedure.offsets)
+                        _, count = await self._racp(client, RacpRequest.report_number(RacpOperator.LESS_THAN_OR_EQUAL_TO, None, candidate))
+                        first = self.tracker.held(candidate)
+                        if isinstance(count, RacpNumberOfRecords) and count.number_of_records == 1 and first is not None:
+                            self._emit(self.tracker.anchor(first))
                     continue
                 procedure, response = await self._racp(client, RacpRequest.report_at_or_after(last))
                 if self.tracker.held_offsets:
@@ -311,15 +321,6 @@ class CgmSession:
                         self._emit(self.tracker.confirm_range(last, high, count.number_of_records))
         finally:
             self._in_backfill = False
-
-    def _held_or_raise(self, offset: int) -> Reading:
-        for held in self._held_readings():
-            if held.time_offset_min == offset:
-                return held
-        raise CgmSessionError(f"anchor record {offset} vanished")  # pragma: no cover - tracker invariant
-
-    def _held_readings(self) -> list[Reading]:
-        return [self.tracker._held[offset] for offset in self.tracker.held_offsets]
 
     async def _racp(
         self, client: BleakClient, request: RacpRequest

@@ -350,10 +350,7 @@ class PumpSession:
     async def _status_reader(self, request: Any) -> Any:
         payload = ids.encode_status_reader_request(request, e2e_counter=self._counter("status_reader_tx"))
         raw = await self._request("status_reader", IDD_STATUS_READER_CONTROL_POINT, payload)
-        response = ids.decode_status_reader_response(raw, e2e=self.e2e, checker=self._checker("status_reader"), number_format="auto")
-        if isinstance(response, ids.StatusReaderResponseCode) and not response.ok:
-            return response
-        return response
+        return ids.decode_status_reader_response(raw, e2e=self.e2e, checker=self._checker("status_reader"), number_format="auto")
 
     # -- reading ------------------------------------------------------------------------------------------------
     async def read_status(self) -> PumpStatus:

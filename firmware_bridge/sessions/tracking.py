@@ -87,6 +87,10 @@ class ReadingTracker(Generic[R]):
     def held_offsets(self) -> list[int]:
         return sorted(self._held)
 
+    def held(self, offset: int) -> R | None:
+        """The reading held back at ``offset``, if any."""
+        return self._held.get(offset)
+
     @property
     def needs_backfill(self) -> bool:
         """True until the first clean backfill, and whenever a reading is held behind a gap."""

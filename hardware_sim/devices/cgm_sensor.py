@@ -374,7 +374,11 @@ class CgmSensorPeripheral:
             payloads = pack_cgm_measurements(
                 records, mtu=connection.att_mtu, e2e_crc=self.e2e_crc, annunciation_order=self.annunciation_order
             )
-            for payload in self._faulty(device, handle, payloads):
+            to_send = self._faulty(device, handle, payloads)
+            held = self._held_back.pop((id(device), handle), None)
+            if held is not None:
+                to_send.append(held)  # reordered, but still before the response: an ATT bearer keeps order
+            for payload in to_send:
                 if handle in gatt.abort:
                     break
                 await device.notify_subscriber(connection, gatt.measurement, payload)

@@ -58,6 +58,15 @@ def test_clean_backfill_releases_held_readings_when_the_sensor_has_nothing_in_be
     assert tracker.last_delivered_offset == 30
 
 
+def test_held_readings_can_be_looked_up_by_offset() -> None:
+    tracker: ReadingTracker[Reading] = ReadingTracker()
+    tracker.offer(reading(10))
+    held = tracker.held(10)
+    assert held is not None and held.time_offset_min == 10 and tracker.held(5) is None
+    tracker.anchor(held)
+    assert tracker.held(10) is None and tracker.last_delivered_offset == 10
+
+
 def test_anchor_on_first_record_lets_a_lossy_backfill_make_progress() -> None:
     tracker: ReadingTracker[Reading] = ReadingTracker()
     tracker.offer(reading(40))  # live, before any sync: held
