@@ -148,7 +148,9 @@ class HubPipeline:
                 horizon = self.alerts.settings.urgent_low_soon_horizon_min
                 forecast = what_if(self.twin, horizon_min=horizon, n_samples=FORECAST_SAMPLES)[0]
                 outcome.forecast_min_mg_dl = float(forecast.mean_mg_dl.min())
-                alert_events = self.alerts.evaluate(self._alert_observation(reading, outcome.forecast_min_mg_dl))
+                age_min = (self.now_ms() - reading.timestamp_ms) / MS_PER_MIN
+                if age_min <= self.alerts.settings.stale_after_min:  # alerts are about now, not a backfilled past
+                    alert_events = self.alerts.evaluate(self._alert_observation(reading, outcome.forecast_min_mg_dl))
                 payloads += [SummaryPayload(reading.timestamp_ms, reading.timestamp_ms, alerts=(
                     SyncAlert(reading.timestamp_ms, e.kind, e.severity.value, e.message),))
                     for e in alert_events if e.action == "raise"]
@@ -176,6 +178,27 @@ class HubPipeline:
             self._last_advice_min = at_min
             outcome.advice = self.advise(announced_carbs_g=0.0, store=True)
         return outcome
+
+    def check_staleness(self) -> list[AlertEvent]:
+        """Called on a timer: raises "signal loss" when no reading arrived for a while (readings cannot)."""
+        now = self.now_ms()
+        reading = self.latest_reading
+        observation = AlertObservation(
+            now_min=now / MS_PER_MIN, glucose_mg_dl=None,
+            glucose_age_min=None if reading is None else (now - reading.timestamp_ms) / MS_PER_MIN,
+            sensor_warming_up=self.cgm_quality.warming_up, pump_occlusion=self.pump_occlusion,
+            pump_reservoir_u=self.pump_reservoir_u)
+        events = [e for e in self.alerts.evaluate(observation) if e.kind == "stale_data"]
+        if events:
+            with self.store.transaction() as conn:
+                for event in events:
+                    if event.action == "raise":
+                        self.store.raise_alert(event.kind, event.severity.value, event.message, now)
+                        self._enqueue(conn, SummaryPayload(now, now, alerts=(
+                            SyncAlert(now, event.kind, event.severity.value, event.message),)))
+                    elif event.action == "clear":
+                        self.store.clear_alert(event.kind, now)
+        return events
 
     def note_pump_status(self, reservoir_u: float | None, occlusion: bool) -> None:
         self.pump_reservoir_u = reservoir_u

@@ -114,8 +114,14 @@ def resume_cgm_session(session: CgmSession, store: HubStore) -> None:
 
 class HubService:
     def __init__(self, config: HubConfig, *, now_ms: Callable[[], int] | None = None,
-                 heartbeat_path: Path | None = None, web: bool = True) -> None:
+                 heartbeat_path: Path | None = None, web: bool = True,
+                 radio_factory: Callable[[], Radio] | None = None,
+                 on_reading: Callable[[StoredReading], None] | None = None,
+                 sync_idle_s: float = 30.0) -> None:
         self.config = config
+        self.radio_factory = radio_factory or (lambda: Radio.from_spec(config.devices.transport))
+        self.on_reading = on_reading
+        self.sync_idle_s = sync_idle_s
         self.now_ms = now_ms or (lambda: int(time.time() * 1000))
         self.heartbeat_path = heartbeat_path or config.storage_path.with_suffix(".heartbeat")
         self.web = web
@@ -167,6 +173,11 @@ class HubService:
     async def _heartbeat(self, runtime: HubRuntime) -> None:
         while True:
             runtime.beat()
+            if runtime.pipeline.latest_reading is not None:  # signal loss means a signal was there before
+                try:
+                    runtime.pipeline.check_staleness()
+                except Exception:  # an alert failure must not stop the heartbeat
+                    logger.exception("staleness check failed")
             try:
                 tmp = self.heartbeat_path.with_suffix(".tmp")
                 tmp.write_text(str(int(time.time())))
@@ -177,7 +188,7 @@ class HubService:
 
     async def _devices(self, runtime: HubRuntime) -> None:
         pipeline = runtime.pipeline
-        async with Radio.from_spec(self.config.devices.transport) as radio:
+        async with self.radio_factory() as radio:
             session = CgmSession(radio, CgmSessionConfig())
             resume_cgm_session(session, pipeline.store)
             runtime.devices["cgm"] = "searching"
@@ -189,6 +200,8 @@ class HubService:
                     newest = max(newest, reading.time_offset_min)
                     pipeline.cgm_quality = cgm_quality(reading)
                     stored = to_stored(reading, session.session_start_time, newest, self.now_ms())
+                    if self.on_reading is not None:
+                        self.on_reading(stored)
                     try:
                         pipeline.on_reading(stored)
                     except StoreFullError as error:
@@ -211,8 +224,8 @@ class HubService:
             return None
         from .sync_worker import run_sync_worker
 
-        thread = threading.Thread(target=run_sync_worker, args=(self.config, self._sync_stop), name="cloud-sync",
-                                  daemon=True)
+        thread = threading.Thread(target=run_sync_worker, args=(self.config, self._sync_stop),
+                                  kwargs={"idle_interval_s": self.sync_idle_s}, name="cloud-sync", daemon=True)
         thread.start()
         return thread
 

@@ -110,3 +110,23 @@ def test_restart_restores_the_twin_from_the_store(tmp_path: Path) -> None:
     store2 = HubStore(tmp_path / "hub.sqlite")
     again = HubPipeline(store2, CONFIG, now_ms=lambda: clock[0])
     assert again.twin.to_dict() == before
+
+
+def test_signal_loss_is_raised_by_the_timer_and_cleared_by_the_next_reading(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    pipeline.on_reading(reading(0, 120))
+    clock[0] = START_MS + 10 * 60_000
+    assert not pipeline.check_staleness()
+    clock[0] = START_MS + 25 * 60_000
+    assert [e.action for e in pipeline.check_staleness()] == ["raise"]
+    assert "stale_data" in {a["kind"] for a in store.open_alerts()}
+    pipeline.on_reading(reading(25, 125))
+    assert "stale_data" not in {a["kind"] for a in store.open_alerts()}
+
+
+def test_old_backfilled_readings_raise_no_alerts(tmp_path: Path) -> None:
+    clock = [START_MS + 6 * 3_600_000]
+    store, outbox, pipeline = make(tmp_path, clock)
+    pipeline.on_reading(reading(0, 50))  # urgent low, but six hours ago
+    assert store.open_alerts() == []
