@@ -113,3 +113,11 @@ def make_arm(name: str) -> Arm:
     except KeyError:
         raise UnknownArmError(f"unknown arm {name!r}; known: {', '.join(_REGISTRY)}") from None
     return factory()
+
+
+# --- Arms that live in their own modules (GlucoTwin, OpenAPS oref0, Loop; hardware_sim/trial/peers): ---------
+# registered by name here so `glucotwin trial --arms oref0,loop,glucotwin` finds them; each module is imported
+# only when its arm is built.
+from hardware_sim.trial.peers import register_peer_arms as _register_peer_arms  # noqa: E402
+
+_register_peer_arms(register_arm)

@@ -1,0 +1,60 @@
+"""Trial arms for the systems people use today, and the registration hook for the GlucoTwin and peer arms.
+
+* ``oref0``: OpenAPS oref0 0.7.1 (node, ``oref0_runner.js``), SMB on;
+* ``loop`` / ``loop-ab``: Loop's algorithm through PyLoopKit (own virtualenv, ``loop_runner.py``), temp basal
+  only / with automatic bolus;
+* ``glucotwin`` (in ``hardware_sim.trial.glucotwin_arm``): the hub's twin and recommender, advice accepted.
+
+The peers are installed on demand into ``.peers/`` by ``python -m hardware_sim.trial.peers.install``.
+:func:`register_peer_arms` is called once by ``hardware_sim.trial.arms``; the factories import their modules
+only when an arm is built, so ``glucotwin trial --help`` stays light.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def make_glucotwin() -> Any:
+    from hardware_sim.trial.glucotwin_arm import make_glucotwin_arm
+
+    return make_glucotwin_arm()
+
+
+def make_glucotwin_every_step() -> Any:
+    from hardware_sim.trial.glucotwin_arm import make_glucotwin_arm_every_step
+
+    return make_glucotwin_arm_every_step()
+
+
+def make_oref0() -> Any:
+    from hardware_sim.trial.peers.oref0_arm import make_oref0_arm
+
+    return make_oref0_arm()
+
+
+def make_loop() -> Any:
+    from hardware_sim.trial.peers.loop_arm import make_loop_arm
+
+    return make_loop_arm()
+
+
+def make_loop_automatic_bolus() -> Any:
+    from hardware_sim.trial.peers.loop_arm import make_loop_automatic_bolus_arm
+
+    return make_loop_automatic_bolus_arm()
+
+
+PEER_ARM_FACTORIES: dict[str, Callable[[], Any]] = {
+    "glucotwin": make_glucotwin,
+    "glucotwin-every-step": make_glucotwin_every_step,
+    "oref0": make_oref0,
+    "loop": make_loop,
+    "loop-ab": make_loop_automatic_bolus,
+}
+
+
+def register_peer_arms(register_arm: Callable[[str, Callable[[], Any]], None]) -> None:
+    for name, factory in PEER_ARM_FACTORIES.items():
+        register_arm(name, factory)
