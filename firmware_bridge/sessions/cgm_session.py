@@ -110,7 +110,7 @@ class CgmSessionConfig:
     gap_check_s: float = 1.0
 
 
-def reading_from_measurement(measurement: CgmMeasurement, via: str) -> Reading:
+def reading_from_measurement(measurement: CgmMeasurement, via: str, session_start_iso: str | None = None) -> Reading:
     names = frozenset(flag.name or "" for flag in type(measurement.annunciation) if flag & measurement.annunciation)
     return Reading(
         time_offset_min=measurement.time_offset_min,
@@ -119,6 +119,7 @@ def reading_from_measurement(measurement: CgmMeasurement, via: str) -> Reading:
         quality_pct=measurement.quality_percent,
         annunciations=names,
         via=via,
+        session_start_iso=session_start_iso,
     )
 
 
@@ -172,6 +173,8 @@ class CgmSession:
         self._disconnected = asyncio.Event()
         self._on_reading: Callable[[Reading], None] | None = None
         self._in_backfill = False
+        self._session_check = asyncio.Event()
+        self.session_start_iso: str | None = None
 
     # -- public API -------------------------------------------------------------------------------------------
     async def readings(self) -> AsyncIterator[Reading]:
@@ -257,15 +260,17 @@ class CgmSession:
             await self._synchronise(client)
             synced = True
             while client.is_connected and not self._disconnected.is_set():
-                gap_wait = asyncio.ensure_future(self._gap.wait())
-                drop_wait = asyncio.ensure_future(self._disconnected.wait())
+                waits = {asyncio.ensure_future(event.wait()) for event in (self._gap, self._disconnected, self._session_check)}
                 try:
-                    await asyncio.wait({gap_wait, drop_wait}, timeout=self.config.gap_check_s, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(waits, timeout=self.config.gap_check_s, return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    gap_wait.cancel()
-                    drop_wait.cancel()
+                    for wait in waits:
+                        wait.cancel()
                 if self._disconnected.is_set():
                     break
+                if self._session_check.is_set():
+                    self._session_check.clear()
+                    await self._check_session(client)
                 if self._gap.is_set() or self.tracker.needs_backfill:
                     await self._synchronise(client)
         self._procedure = None
@@ -281,9 +286,14 @@ class CgmSession:
         if self.session_start_time is not None and start != self.session_start_time:
             logger.info("CGM session restarted (%s -> %s): time offsets start over", self.session_start_time, start)
             self.tracker = ReadingTracker(interval_min=self.config.interval_min)
+            self._gap.set()
         if start != self.session_start_time:
             self.stats.sessions_seen += 1
         self.session_start_time = start
+        try:
+            self.session_start_iso = start.to_datetime().isoformat()
+        except DecodeError:  # zone or date unknown: offsets are still ordered, absolute time is not known
+            self.session_start_iso = None
 
     # -- synchronisation --------------------------------------------------------------------------------------
     async def _synchronise(self, client: BleakClient) -> None:
@@ -365,11 +375,16 @@ class CgmSession:
             logger.warning("dropped corrupted CGM notification (%d good record(s) kept): %s", len(records), error)
             self._gap.set()  # whatever it carried comes back with the next backfill
         via = "backfill" if self._in_backfill else "live"
+        last = self.tracker.last_delivered_offset
         for measurement in records:
             self.stats.records_received += 1
             if procedure is not None:
                 procedure.offsets.append(measurement.time_offset_min)
-            self._emit(self.tracker.offer(reading_from_measurement(measurement, via)))
+            if via == "live" and last is not None and measurement.time_offset_min + 3 * self.config.interval_min < last:
+                # Far older than what was delivered, and not asked for: the sensor may have started a new
+                # session (offsets restart at 0). Re-read its Session Start Time before trusting offsets.
+                self._session_check.set()
+            self._emit(self.tracker.offer(reading_from_measurement(measurement, via, self.session_start_iso)))
         if self.tracker.needs_backfill and self.tracker.synced:
             self._gap.set()
         self.stats.notification_cpu_s += time.process_time() - started

@@ -45,10 +45,14 @@ class Reading:
     quality_pct: float | None = None
     annunciations: frozenset[str] = frozenset()
     via: str = "live"  # "backfill": received while an RACP backfill ran (a live one may coincide), else "live"
+    session_start_iso: str | None = None
+    """The sensor session's start (CGM Session Start Time, ISO 8601 with offset) when the sensor gives it:
+    the reading was taken at session start + time offset. Offsets restart with each new session."""
 
     def as_json_dict(self) -> dict[str, object]:
         return {
             "time_offset_min": self.time_offset_min,
+            "session_start": self.session_start_iso,
             "glucose_mg_dl": self.glucose_mg_dl,
             "trend_mg_dl_min": self.trend_mg_dl_min,
             "quality_pct": self.quality_pct,

@@ -88,6 +88,34 @@ def test_readings_the_sensor_never_took_do_not_stall_the_stream() -> None:
     assert session.tracker.stats.gaps_opened >= 1
 
 
+def test_a_new_sensor_session_restarts_offsets_and_is_followed() -> None:
+    clock = SimClock(acceleration=10_000)
+    sensor = CgmSensorPeripheral(CgmSensorModel(TRACE, CgmSensorConfig(e2e_crc=True)), clock, FaultPlan())
+    readings: list[Reading] = []
+
+    async def scenario() -> None:
+        async with InProcessAir([sensor], clock) as air, air.radio() as radio:
+            session = CgmSession(radio, FAST)
+            async for reading in session.readings():
+                readings.append(reading)
+                if reading.time_offset_min == 60 and len(readings) == 13:
+                    sensor.model.stop_session(clock.now_min())
+                    await asyncio.sleep(0.2)  # the hub catches up with the stopped session
+                    await clock.sleep_min(30)
+                    sensor.model.start_session(clock.now_min())  # a new sensor: offsets restart at 0
+                    sensor._wake.set()
+                if len(readings) > 13 and reading.time_offset_min >= 30:
+                    break
+        await sensor.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    first = [r for r in readings if r.session_start_iso == readings[0].session_start_iso]
+    second = readings[len(first):]
+    assert [r.time_offset_min for r in first][:13] == list(range(0, 61, 5))
+    assert [r.time_offset_min for r in second] == list(range(0, 31, 5))
+    assert second[0].session_start_iso is not None and second[0].session_start_iso > first[0].session_start_iso
+
+
 def test_readings_carry_trend_and_annunciations() -> None:
     clock = SimClock(acceleration=10_000)
     config = CgmSensorConfig(e2e_crc=True, low_battery_after_min=20)
