@@ -184,3 +184,21 @@ def register_hub(subparsers: Any) -> None:
     run = sub.add_parser("run", help="Run the always-on hub (devices, twin, advice, alerts, web page, sync).")
     run.add_argument("--config", required=True, help="the hub's TOML configuration file")
     run.set_defaults(handler=cmd_hub)
+    watchdog = sub.add_parser("watchdog", help="Check from outside that the hub is alive (exit 1 and alarm if not).")
+    watchdog.add_argument("--config", required=True, help="the hub's TOML configuration file")
+    watchdog.add_argument("--max-age-s", type=float, default=60.0, help="oldest acceptable heartbeat")
+    watchdog.add_argument("--alarm-command", default=None, help="shell command run (message on stdin) on failure")
+    watchdog.set_defaults(handler=cmd_watchdog)
+
+
+def cmd_watchdog(args: argparse.Namespace) -> int:
+    from .agent.watchdog import run_watchdog
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"glucotwin hub watchdog: {error}", file=sys.stderr)
+        return 2
+    url = f"http://{config.web.host}:{config.web.port}"
+    return run_watchdog(config.storage_path.with_suffix(".heartbeat"), url, args.max_age_s, args.alarm_command)
