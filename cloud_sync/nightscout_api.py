@@ -46,6 +46,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
+from cloud_sync.envelope import TIME_MS_MAX
 from cloud_sync.errors import CloudSyncError, Forbidden, NotFound, Unauthenticated
 from cloud_sync.service.app import AccessDep, Service, get_service
 from cloud_sync.service.records import PatientRecord
@@ -128,7 +129,8 @@ def resolve_secret(tx: Tx, api_secret_sha1: str | None, token: str | None) -> Ni
 
 # --- pure formatting -----------------------------------------------------------------------------------------
 def _iso(time_ms: int) -> str:
-    return datetime.fromtimestamp(time_ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = datetime.fromtimestamp(time_ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 def _object_id(*parts: object) -> str:
@@ -271,15 +273,15 @@ def _count(request: Request) -> int:
 def _time_bound(raw: str) -> int:
     """Epoch ms, or an ISO 8601 date/time (Nightscout clients send both)."""
     raw = raw.strip()
-    if re.fullmatch(r"-?\d+(\.\d+)?", raw):
-        return int(float(raw))
+    if re.fullmatch(r"-?\d{1,30}(\.\d{1,30})?", raw):
+        return min(max(int(float(raw)), 0), TIME_MS_MAX)  # clamp: any real query fits, no integer overflow
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadQuery(f"not a time: {raw!r} (epoch ms or ISO 8601)") from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return min(max(int(parsed.timestamp() * 1000), 0), TIME_MS_MAX)
+    except (ValueError, OverflowError):
+        raise BadQuery(f"not a time: {raw[:40]!r} (epoch ms or ISO 8601)") from None
 
 
 def _range(request: Request, field: str) -> tuple[int | None, int | None]:
@@ -307,7 +309,8 @@ router = APIRouter(tags=["nightscout"])
 
 
 def nightscout_reader(request: Request, token: str | None = None,
-                      api_secret: Annotated[str | None, Header(alias="api-secret")] = None) -> tuple[Service, NightscoutToken]:
+                      api_secret: Annotated[str | None, Header(alias="api-secret")] = None,
+                      ) -> tuple[Service, NightscoutToken]:
     """Authenticate a Nightscout client and audit the read (refusals are audited too)."""
     service = get_service(request)
     route = request.scope.get("route")

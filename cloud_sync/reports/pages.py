@@ -42,6 +42,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from cloud_sync.envelope import TIME_MS_MAX
 from cloud_sync.errors import CloudSyncError, Forbidden, NotFound, Unauthenticated
 from cloud_sync.fhir_export import CgmExportInput, bundle_json
 from cloud_sync.reports import svg
@@ -174,14 +175,16 @@ def report_window(days: int = 14, end: str | None = None, tz: str = "UTC") -> Wi
         raise BadReportQuery(f"unknown time zone {tz!r} (use an IANA name such as Europe/Paris)") from None
     if end is None:
         end_ms = _now_ms()
-    elif end.strip().isdigit():
+    elif end.strip().isdigit() and len(end.strip()) <= 15:
         end_ms = int(end)
     else:
         try:
-            parsed = datetime.fromisoformat(end.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadReportQuery(f"end must be an ISO date/time or epoch ms, got {end!r}") from None
-        end_ms = int((parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp() * 1000)
+            parsed = datetime.fromisoformat(end.strip().replace("Z", "+00:00"))
+            end_ms = int((parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp() * 1000)
+        except (ValueError, OverflowError):
+            raise BadReportQuery(f"end must be an ISO date/time or epoch ms, got {end[:40]!r}") from None
+    if not 90 * DAY_MS <= end_ms <= TIME_MS_MAX:
+        raise BadReportQuery("end must be between 1970-04-01 and the year 3000")
     return Window(end_ms - days * DAY_MS, end_ms, days, zone)
 
 
@@ -395,7 +398,11 @@ def twin_page(access: PageAccessDep, window: WindowDep) -> HTMLResponse:
     data = load_patient_data(access.service, access.patient_id, window, ["twin_parameters"])
     series = parameter_series((r.time_ms, r.data.get("parameters", {})) for r in data.records)
     charts = []
-    for name, points in sorted(series.items()):
+    known = list(PARAMETER_UNITS)  # the clinically central ones (insulin sensitivity) first
+    def rank(name: str) -> tuple[int, str]:
+        return (known.index(name) if name in known else len(known), name)
+
+    for name, points in sorted(series.items(), key=lambda kv: rank(kv[0])):
         label, unit = PARAMETER_UNITS.get(name, (name.replace("_", " "), ""))
         latest = points[-1]
         charts.append({"name": name, "label": label, "unit": unit, "latest": latest, "count": len(points),

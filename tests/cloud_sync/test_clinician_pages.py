@@ -185,8 +185,8 @@ def test_login_redirects_cookie_and_tickets(clinic_env) -> None:
     wrong = session.post(f"{url}/clinic/login", data={"email": email, "password": "nope", "next": "/clinic/patients"},
                          timeout=30)
     assert wrong.status_code == 401 and "Wrong email or password" in wrong.text
-    ok = session.post(f"{url}/clinic/login", data={"email": email, "password": "correct horse battery",
-                                                   "next": f"/clinic/patients/{pid}"}, allow_redirects=False, timeout=30)
+    form = {"email": email, "password": "correct horse battery", "next": f"/clinic/patients/{pid}"}
+    ok = session.post(f"{url}/clinic/login", data=form, allow_redirects=False, timeout=30)
     assert ok.status_code == 303 and ok.headers["location"] == f"/clinic/patients/{pid}"
     cookie = ok.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
@@ -209,7 +209,13 @@ def test_bad_query_is_a_clear_error(clinic_env) -> None:
     url, pid, auth = clinic_env["url"], clinic_env["alice"].patient_id, clinic_env["auth"]
     bad_tz = requests.get(f"{url}/clinic/patients/{pid}?tz=Mars/Olympus", headers=auth, timeout=30)
     assert bad_tz.status_code == 400 and bad_tz.json()["error"]["code"] == "bad_report_query"
-    assert requests.get(f"{url}/clinic/patients/{pid}?days=400", headers=auth, timeout=30).status_code == 400
+    for query in ("days=400", "days=0", "end=99999999999999999999", "end=0", "end=yesterday", "end=9999-12-31",
+                  "tz=", "tz=../../etc/passwd"):
+        response = requests.get(f"{url}/clinic/patients/{pid}?{query}", headers=auth, timeout=30)
+        assert response.status_code in (400, 422), (query, response.status_code)
+    dated = requests.get(f"{url}/clinic/patients/{pid}?end=2026-01-15&days=7&tz=America/New_York", headers=auth,
+                         timeout=30)
+    assert dated.status_code == 200 and "2026-01-08 00:00 to 2026-01-15 00:00" in dated.text
 
 
 # --- a real headless browser ---------------------------------------------------------------------------------

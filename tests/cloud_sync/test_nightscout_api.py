@@ -140,6 +140,12 @@ def test_count_and_find_date(ns) -> None:
     assert iso.json()[-1]["direction"] == "NONE"  # first reading ever: nothing before it
     bad = requests.get(f"{url}/api/v1/entries.json", params={"token": secret, "count": "many"}, timeout=30)
     assert bad.status_code == 400
+    for value in ("1" + "0" * 29, "-99999999999999999999", "9999-12-31T23:59:59Z"):  # clamped, no overflow
+        huge = requests.get(f"{url}/api/v1/entries.json", params={"token": secret, "find[date][$lte]": value},
+                            timeout=30)
+        assert huge.status_code == 200, (value, huge.text)
+    assert requests.get(f"{url}/api/v1/entries.json", params={"token": secret, "find[date][$gte]": "soon"},
+                        timeout=30).status_code == 400
 
 
 def test_treatments_devicestatus_status(ns) -> None:
@@ -195,7 +201,8 @@ def test_erasure_deletes_the_patients_secrets(tmp_path) -> None:
     with live_service(tmp_path) as (service, url):
         hub = new_hub(url, make_clinic(service))
         patient = {"Authorization": f"Bearer {hub.creds.patient_token}"}
-        made = requests.post(f"{url}/v1/patients/{hub.patient_id}/nightscout-tokens", headers=patient, timeout=30).json()
+        made = requests.post(f"{url}/v1/patients/{hub.patient_id}/nightscout-tokens", headers=patient,
+                             timeout=30).json()
         assert requests.get(f"{url}/api/v1/status", params={"token": made["secret"]}, timeout=30).status_code == 200
         erased = requests.delete(f"{url}/v1/patients/{hub.patient_id}", headers=patient, timeout=30)
         assert erased.status_code == 200, erased.text
