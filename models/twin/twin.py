@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from models.carb_absorption import DEFAULT_ABSORPTION_MIN, CarbEntry, carbs_on_board_g
-from models.insulin_action import ExponentialInsulinCurve, InsulinDose, insulin_on_board_u
+from models.insulin_action import ExponentialInsulinCurve, InsulinCurveError, InsulinDose, insulin_on_board_u
 from models.twin import mvp_model as mvp
 from models.twin.filter import FilterKind, MVPFilter, initial_covariance
 from models.twin.mvp_model import D1, D2, DIST, G, GSC, N_STATES, NOISE, THETA, MVPParameters
@@ -167,9 +167,9 @@ class DigitalTwin:
                 twin_settings.carb_ratio_g_per_u, twin_settings.body_weight_kg, twin_settings.target_mg_dl,
                 insulin_action,
             )
-        except mvp.ModelParameterError as error:
+            return cls(twin_settings, params, filter_kind, start_minute, **overrides)
+        except (mvp.ModelParameterError, InsulinCurveError) as error:
             raise TwinInputError(str(error)) from error
-        return cls(twin_settings, params, filter_kind, start_minute, **overrides)
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def start_sensor(self, at_minute: float, warmup_min: float = 120.0) -> None:

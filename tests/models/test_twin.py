@@ -82,6 +82,12 @@ def test_bad_settings_are_refused_with_a_typed_error() -> None:
         DigitalTwin.from_therapy_settings(basal_u_per_h=1.0, insulin_sensitivity_mg_dl_per_u=-5, carb_ratio_g_per_u=10)
     with pytest.raises(mvp.ModelParameterError):
         mvp.population_parameters(body_weight_kg=float("nan"))
+    with pytest.raises(TwinInputError):
+        DigitalTwin.from_therapy_settings(basal_u_per_h=1.0, insulin_sensitivity_mg_dl_per_u=50,
+                                          carb_ratio_g_per_u=10, insulin_peak_min=200.0)
+    with pytest.raises(TwinInputError):
+        DigitalTwin.from_therapy_settings(basal_u_per_h=1.0, insulin_sensitivity_mg_dl_per_u=50,
+                                          carb_ratio_g_per_u=10, body_weight_kg=1.0)
 
 
 @pytest.mark.parametrize("kind", ["ukf", "ekf"])
