@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
     _common(readings)
     readings.add_argument("--count", type=int, default=None, help="exit after N readings (default: follow forever)")
     readings.add_argument("--scan-timeout", type=float, default=10.0, help="seconds per scan attempt")
+    readings.add_argument(
+        "--annunciation-order",
+        choices=["spec", "nordic"],
+        default="spec",
+        help="order of the annunciation octets: spec (Status, Cal/Temp, Warning) or nordic (nRF5 SDK, the reverse)",
+    )
     readings.set_defaults(handler=_readings_handler)
 
     pump = commands.add_parser("pump", help="insulin pump (IDS): status, history, confirmed bolus / temporary basal")
@@ -81,7 +87,10 @@ async def follow_readings(args: argparse.Namespace) -> int:
     from firmware_bridge.radio import Radio
     from firmware_bridge.sessions.cgm_session import CgmSession, CgmSessionConfig
 
-    config = CgmSessionConfig(address=args.address, scan_timeout_s=args.scan_timeout, backoff_max_s=5.0)
+    from firmware_bridge.codec.cgms import AnnunciationOrder
+
+    order = AnnunciationOrder.WARNING_CAL_TEMP_STATUS if args.annunciation_order == "nordic" else AnnunciationOrder.SPEC
+    config = CgmSessionConfig(address=args.address, scan_timeout_s=args.scan_timeout, backoff_max_s=5.0, annunciation_order=order)
     count = 0
     async with Radio.from_spec(args.transport, requested_mtu=args.mtu) as radio:
         session = CgmSession(radio, config)

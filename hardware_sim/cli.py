@@ -21,6 +21,20 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+#: ``--pump-dialect`` names -> IdsDialect keyword arguments (see firmware_bridge.codec.ids_common.IdsDialect).
+PUMP_DIALECTS: dict[str, dict[str, Any]] = {
+    "spec": {"e2e": True},
+    "spec-no-e2e": {"e2e": False},
+    "float": {"e2e": True, "number_format": "float"},
+    "bleidssim": {
+        "e2e": True,
+        "number_format": "float",
+        "racp_response_operator": False,
+        "history_counter": True,
+        "annunciation_status_octets": 2,
+    },
+}
+
 
 def register_sim(subparsers: Any) -> None:
     parser = subparsers.add_parser("sim", help="run simulated devices (CGM sensor, insulin pump) on an emulated radio")
@@ -35,6 +49,16 @@ def register_sim(subparsers: Any) -> None:
     source.add_argument("--scripted", action="store_true", help="the built-in scripted demo day (default)")
     serve.add_argument("--no-pump", action="store_true", help="serve only the CGM sensor")
     serve.add_argument("--no-e2e-crc", action="store_true", help="CGM without E2E-CRC (Feature bit 12 off)")
+    serve.add_argument(
+        "--annunciation-order", choices=["spec", "nordic"], default="spec", help="CGM annunciation octet order"
+    )
+    serve.add_argument(
+        "--pump-dialect",
+        choices=sorted(PUMP_DIALECTS),
+        default="spec",
+        help="how the pump puts IDS on the wire: spec (E2E), spec-no-e2e, float (32-bit FLOAT amounts), "
+        "bleidssim (FLOAT, RACP responses without operator, History Data with counter, 2-octet annunciation status)",
+    )
     serve.add_argument("--start", default=None, help="sim epoch as ISO datetime with zone (default: now, UTC)")
     serve.add_argument("--verbose", "-v", action="store_true")
     serve.set_defaults(handler=_serve_handler)
@@ -72,14 +96,21 @@ def build_devices(args: argparse.Namespace, clock: Any, plan: Any) -> list[Any]:
     from hardware_sim.devices.cgm_sensor import CgmSensorPeripheral
     from hardware_sim.devices.glucose_source import ScriptedTrace
 
+    from firmware_bridge.codec.cgms import AnnunciationOrder
+
     source = ScriptedTrace.from_csv(args.trace) if args.trace else ScriptedTrace.demo_day(days=30)
-    sensor = CgmSensorPeripheral(CgmSensorModel(source, CgmSensorConfig(e2e_crc=not args.no_e2e_crc)), clock, plan)
+    order = AnnunciationOrder.WARNING_CAL_TEMP_STATUS if getattr(args, "annunciation_order", "spec") == "nordic" else AnnunciationOrder.SPEC
+    model = CgmSensorModel(source, CgmSensorConfig(e2e_crc=not args.no_e2e_crc))
+    sensor = CgmSensorPeripheral(model, clock, plan, annunciation_order=order)
     devices: list[Any] = [sensor]
     if not args.no_pump:
+        from firmware_bridge.codec.ids import IdsDialect
         from hardware_sim.devices.glucose_source import InsulinLedger
         from hardware_sim.devices.ids_pump import IdsPumpPeripheral, PumpModel
 
-        devices.append(IdsPumpPeripheral(PumpModel(sink=InsulinLedger()), clock, plan))
+        dialect = IdsDialect(**PUMP_DIALECTS[getattr(args, "pump_dialect", "spec")])
+        pump_model = PumpModel(sink=InsulinLedger(), epoch=clock.start)
+        devices.append(IdsPumpPeripheral(pump_model, clock, plan, dialect=dialect))
     return devices
 
 

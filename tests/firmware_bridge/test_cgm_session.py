@@ -126,6 +126,17 @@ def test_readings_carry_trend_and_annunciations() -> None:
     assert readings[-1].as_json_dict()["annunciations"] == ["DEVICE_BATTERY_LOW"]
 
 
+@pytest.mark.parametrize("order", list(AnnunciationOrder))
+def test_annunciation_octet_order_is_configurable_per_sensor(order: AnnunciationOrder) -> None:
+    """Nordic's nRF5 SDK sends the octets in flag-bit order (Warning, Cal/Temp, Status), the spec the reverse."""
+    clock = SimClock(acceleration=10_000)
+    config = CgmSensorConfig(e2e_crc=True, low_battery_after_min=0, hypo_mg_dl=300)  # Status + Warning octets
+    sensor = CgmSensorPeripheral(CgmSensorModel(TRACE, config), clock, FaultPlan(), annunciation_order=order)
+    hub_config = CgmSessionConfig(scan_timeout_s=0.3, backoff_initial_s=0.02, backoff_max_s=0.2, annunciation_order=order)
+    readings, _ = asyncio.run(collect(sensor, clock, FaultPlan(), until_offset_min=10, config=hub_config))
+    assert {"DEVICE_BATTERY_LOW", "RESULT_BELOW_HYPO"} <= readings[-1].annunciations
+
+
 def test_decode_notification_keeps_good_leading_records_and_reports_the_bad_one(caplog: pytest.LogCaptureFixture) -> None:
     records = [CgmMeasurement(100.0 + i, i * 5, SensorStatusAnnunciation(0), 0.5) for i in range(3)]
     payload = b"".join(encode_cgm_measurement(m, e2e_crc=True) for m in records)
