@@ -269,6 +269,8 @@ class PumpSession:
         self._used_tokens: set[str] = set()
         self._lock = asyncio.Lock()
         self.connect_s: float | None = None
+        self.last_status_changed: ids.IddStatusChanged | None = None
+        self.last_annunciation: ids.IddAnnunciationStatus | None = None
         self.dropped_history_values = 0
 
     @property
@@ -303,8 +305,9 @@ class PumpSession:
                 self._responses[key] = queue
                 await client.start_notify(uuid_, lambda _c, data, q=queue: q.put_nowait(bytes(data)))
             await client.start_notify(IDD_HISTORY_DATA, lambda _c, data: self._history.append(bytes(data)))
-            for uuid_ in (IDD_STATUS_CHANGED, IDD_ANNUNCIATION_STATUS):
-                await client.start_notify(uuid_, lambda _c, data: None)  # read on demand; subscribed to keep the pump's view
+            # Indications of these consume the pump's E2E counters too: check them, so reads stay in sequence.
+            await client.start_notify(IDD_STATUS_CHANGED, lambda _c, data: self._on_indication("status_changed", bytes(data)))
+            await client.start_notify(IDD_ANNUNCIATION_STATUS, lambda _c, data: self._on_indication("annunciation", bytes(data)))
         except BaseException:
             await client.disconnect()
             raise
@@ -318,6 +321,28 @@ class PumpSession:
                 await client.disconnect()
             except (BleakError, OSError):
                 pass
+
+    def _on_indication(self, key: str, data: bytes) -> None:
+        try:
+            if key == "status_changed":
+                self.last_status_changed = ids.decode_idd_status_changed(data, e2e=self.e2e, checker=self._checker(key))
+            else:
+                self.last_annunciation = ids.decode_idd_annunciation_status(data, e2e=self.e2e, checker=self._checker(key), status_octets="auto")
+        except DecodeError as error:
+            logger.warning("dropped %s indication: %s", key, error)
+
+    def _decode_read(self, key: str, decode: Callable[..., Any], data: bytes, **kwargs: Any) -> Any:
+        """Decode a value read (not a command response). A counter that skipped ahead means a value was
+        missed, which is harmless for a read of current state: the checker re-synchronises and the value,
+        whose CRC is intact, is used. A repeated counter is a replay and is rejected."""
+        checker = self._checker(key)
+        try:
+            return decode(data, e2e=self.e2e, checker=checker, **kwargs)
+        except ids.E2ECounterError as error:
+            if checker is None or "out of sequence" not in error.reason:
+                raise
+            logger.info("%s: %s (a value was missed); using the value read", key, error.reason)
+            return decode(data, e2e=self.e2e, checker=None, **kwargs)
 
     def _client(self) -> BleakClient:
         if self.client is None or not self.client.is_connected:
@@ -356,9 +381,9 @@ class PumpSession:
     async def read_status(self) -> PumpStatus:
         async with self._lock:
             client = self._client()
-            status = ids.decode_idd_status(await client.read_gatt_char(IDD_STATUS), e2e=self.e2e, checker=self._checker("status"), number_format="auto")
+            status = self._decode_read("status", ids.decode_idd_status, await client.read_gatt_char(IDD_STATUS), number_format="auto")
             raw_annunciation = await client.read_gatt_char(IDD_ANNUNCIATION_STATUS)
-            annunciation = ids.decode_idd_annunciation_status(raw_annunciation, e2e=self.e2e, checker=self._checker("annunciation"), status_octets="auto")
+            annunciation = self._decode_read("annunciation", ids.decode_idd_annunciation_status, raw_annunciation, status_octets="auto")
             basal = await self._status_reader(ids.GetActiveBasalRateDelivery())
             ids_response = await self._status_reader(ids.GetActiveBolusIds())
             boluses: list[ActiveBolus] = []

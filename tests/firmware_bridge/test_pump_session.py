@@ -161,6 +161,26 @@ def test_occlusion_annunciation_and_stopped_therapy_are_reported() -> None:
     assert not refused.accepted and refused.response == "PROCEDURE_NOT_APPLICABLE"
 
 
+def test_indicated_changes_keep_e2e_counters_in_sequence_for_later_reads() -> None:
+    clock = SimClock(manual=True)
+    pump = IdsPumpPeripheral(PumpModel(), clock, dialect=ids.IdsDialect(e2e=True))
+
+    async def scenario(session: PumpSession) -> Any:
+        await session.read_status()
+        pump.model.inject_occlusion(clock.now_min())
+        await clock.step_min(2)  # the pump's clock loop indicates Status Changed and Annunciation Status
+        for _ in range(20):
+            if session.last_annunciation is not None:
+                break
+            await asyncio.sleep(0.01)
+        return session.last_status_changed, session.last_annunciation, await session.read_status()
+
+    changed, indicated, status = run(scenario, pump, clock)
+    assert changed is not None and changed.flags & ids.StatusChangedFlag.ANNUNCIATION_STATUS_CHANGED
+    assert indicated is not None and indicated.annunciation.annunciation_type == ids.AnnunciationType.OCCLUSION_DETECTED
+    assert status.therapy_state == "STOP" and status.annunciation["type"] == "OCCLUSION_DETECTED"
+
+
 def test_outcome_json_is_plain() -> None:
     proposal = DoseProposal("tbr", duration_min=30, tbr_type=ids.TbrType.ABSOLUTE, tbr_adjustment=0.5)
     assert proposal.describe() == "temporary basal 0.5 U/h for 30 min"
