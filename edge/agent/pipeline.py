@@ -133,6 +133,7 @@ class HubPipeline:
             [(reading.timestamp_ms, round(reading.glucose_mg_dl))]))]
         at_min = _minutes(reading.timestamp_ms)
         twin_state: dict | None = None
+        twin_parameters: SummaryPayload | None = None
         alert_events: list[AlertEvent] = []
         moves_forward = self.twin.last_minute is None or at_min >= self.twin.last_minute
         if moves_forward:  # an old backfilled reading is stored, but the twin only moves forward in time
@@ -156,7 +157,8 @@ class HubPipeline:
                     for e in alert_events if e.action == "raise"]
                 if at_min - self._last_twin_sync_min >= TWIN_ESTIMATE_SYNC_EVERY_MIN:
                     self._last_twin_sync_min = at_min
-                    payloads.append(self._twin_estimate_payload(reading.timestamp_ms, estimate))
+                    twin_parameters = self._twin_estimate_payload(reading.timestamp_ms, estimate)
+                    payloads.append(twin_parameters)
             except Exception:  # the model failing must never cost a reading
                 logger.exception("twin/forecast failed on reading at offset %s", reading.time_offset_min)
         outcome.alerts = alert_events
@@ -166,6 +168,9 @@ class HubPipeline:
                 self._enqueue(conn, payload)
             if twin_state is not None:
                 self.store.save_twin_state(reading.timestamp_ms, twin_state)
+            if twin_parameters is not None:
+                self.store.add_twin_parameters(reading.timestamp_ms,
+                                               dict(twin_parameters.twin_parameters[0].parameters))
             for event in alert_events:
                 if event.action == "raise":
                     self.store.raise_alert(event.kind, event.severity.value, event.message, reading.timestamp_ms)

@@ -163,6 +163,13 @@ def create_hub_app(runtime: HubRuntime) -> FastAPI:
         pipeline.store.snooze_alert(kind, int(until_min * 60_000))
         return {"kind": kind, "snoozed_until_ms": int(until_min * 60_000)}
 
+    @app.get("/api/settings-review")
+    async def settings_review(days: int = 14) -> dict[str, Any]:
+        from .review import review_from_store
+
+        days = max(1, min(days, 90))
+        return review_from_store(pipeline.store, runtime.config.therapy, pipeline.now_ms(), days).to_dict()
+
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
         return render_page(page_data(runtime))

@@ -216,11 +216,24 @@ class HubStore:
     # --- twin state, recommendations, alerts ---------------------------------------------------------
 
     def save_twin_state(self, timestamp_ms: int, state: dict[str, Any]) -> None:
+        """Keep the latest twin state only (enough to resume after a restart)."""
         with self.transaction() as conn:
+            conn.execute("DELETE FROM twin_states WHERE timestamp_ms <> ?", (timestamp_ms,))
             conn.execute(
                 "INSERT OR REPLACE INTO twin_states (timestamp_ms, state_json) VALUES (?, ?)",
                 (timestamp_ms, json.dumps(state, separators=(",", ":"))),
             )
+
+    def add_twin_parameters(self, timestamp_ms: int, parameters: dict[str, float]) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO twin_parameters (timestamp_ms, parameters_json) VALUES (?, ?)",
+                         (timestamp_ms, json.dumps(parameters, separators=(",", ":"))))
+
+    def twin_parameters_between(self, start_ms: int, end_ms: int) -> list[tuple[int, dict[str, float]]]:
+        rows = self.conn.execute(
+            "SELECT timestamp_ms, parameters_json FROM twin_parameters WHERE timestamp_ms >= ? AND timestamp_ms < ? "
+            "ORDER BY timestamp_ms", (start_ms, end_ms)).fetchall()
+        return [(int(t), json.loads(text)) for t, text in rows]
 
     def latest_twin_state(self) -> tuple[int, dict[str, Any]] | None:
         row = self.conn.execute(

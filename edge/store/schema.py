@@ -68,6 +68,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             summary_json TEXT NOT NULL
         )""",
     ),
+    # 2: keep only the latest twin state (it is several KB); hourly parameter snapshots for the settings review
+    (
+        """CREATE TABLE twin_parameters (
+            timestamp_ms INTEGER PRIMARY KEY,
+            parameters_json TEXT NOT NULL
+        )""",
+        "DELETE FROM twin_states WHERE timestamp_ms < (SELECT MAX(timestamp_ms) FROM twin_states)",
+    ),
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

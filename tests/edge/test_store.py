@@ -129,3 +129,30 @@ def test_compaction_keeps_whole_days_as_summaries(tmp_path: Path) -> None:
         summaries = store.daily_summaries()
         assert sorted(summaries) == ["1970-01-01", "1970-01-02"]
         assert summaries["1970-01-01"]["reading_count"] == 288
+
+
+def test_only_the_latest_twin_state_is_kept_and_parameters_are_history(tmp_path: Path) -> None:
+    with HubStore(tmp_path / "hub.sqlite") as store:
+        for t in range(5):
+            store.save_twin_state(t, {"t": t})
+            store.add_twin_parameters(t * 3_600_000, {"sensitivity_ratio": 1.0 + t / 10})
+        assert store.conn.execute("SELECT COUNT(*) FROM twin_states").fetchone()[0] == 1
+        assert store.latest_twin_state() == (4, {"t": 4})
+        history = store.twin_parameters_between(0, 10 * 3_600_000)
+        assert [p["sensitivity_ratio"] for _, p in history] == [1.0, 1.1, 1.2, 1.3, 1.4]
+
+
+def test_a_version_one_file_is_migrated(tmp_path: Path) -> None:
+    from edge.store.schema import MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO twin_states VALUES (1, '{}'), (2, '{}')")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    with HubStore(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert store.conn.execute("SELECT COUNT(*) FROM twin_states").fetchone()[0] == 1
