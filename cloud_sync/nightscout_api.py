@@ -379,11 +379,19 @@ def entries(request: Request, reader: ReaderDep) -> JSONResponse:
 @router.get("/api/v1/treatments")
 @router.get("/api/v1/treatments.json")
 def treatments(request: Request, reader: ReaderDep) -> JSONResponse:
+    """Boluses, carbs and temp basals, newest first. A meal bolus merges two records (insulin + carbs), so
+    up to ``2 * count`` records are read, plus 15 min before them so that a bolus at the window's edge still
+    finds its carbs; documents before the window are dropped."""
     service, who = reader
-    rows, count = _read_window(service, who.patient_id, ["insulin", "carbs"], request, "created_at")
+    count = _count(request)
+    start, end = _range(request, "created_at")
+    newest = _latest_start(service, who.patient_id, ["insulin", "carbs"], 2 * count, end)
+    window_start = max(start or 0, newest or 0)
+    rows = service.records.read(who.patient_id, ["insulin", "carbs"], max(0, window_start - MEAL_BOLUS_WINDOW_MS),
+                                end)
     docs = format_treatments([r for r in rows if r.record_type == "insulin"],
                              [r for r in rows if r.record_type == "carbs"])
-    return JSONResponse(docs[:count])
+    return JSONResponse([d for d in docs if d["date"] >= window_start][:count])
 
 
 @router.get("/api/v1/devicestatus")

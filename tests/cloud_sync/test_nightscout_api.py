@@ -209,3 +209,12 @@ def test_erasure_deletes_the_patients_secrets(tmp_path) -> None:
         with service.db.transaction() as tx:
             assert tx.one("SELECT COUNT(*) FROM nightscout_tokens WHERE patient_id = ?", (hub.patient_id,)) == (0,)
         assert requests.get(f"{url}/api/v1/status", params={"token": made["secret"]}, timeout=30).status_code == 401
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 7])
+def test_treatment_count_is_exact_and_edge_boluses_keep_their_carbs(ns, count) -> None:
+    treatments = requests.get(f"{ns['url']}/api/v1/treatments", params={"token": ns["secret"], "count": count},
+                              timeout=30).json()
+    assert len(treatments) == min(count, 4)  # the day holds 2 meal boluses, 1 carb correction, 1 temp basal
+    # the synthetic day: carbs then the bolus 1 min later for the followed meals -> never a correction bolus
+    assert all(t["eventType"] != "Correction Bolus" for t in treatments), treatments
