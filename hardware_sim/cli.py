@@ -59,6 +59,10 @@ def register_sim(subparsers: Any) -> None:
         help="how the pump puts IDS on the wire: spec (E2E), spec-no-e2e, float (32-bit FLOAT amounts), "
         "bleidssim (FLOAT, RACP responses without operator, History Data with counter, 2-octet annunciation status)",
     )
+    serve.add_argument("--cgm-warmup-min", type=int, default=0, help="CGM warm-up: no readings for the first M minutes")
+    serve.add_argument("--low-battery-after-min", type=float, default=None, help="CGM flags low battery from this sim minute")
+    serve.add_argument("--pump-reservoir-u", type=float, default=200.0, help="insulin in the pump's reservoir at start (U)")
+    serve.add_argument("--occlusion-at-min", type=float, default=None, help="the pump detects an occlusion at this sim minute")
     serve.add_argument("--start", default=None, help="sim epoch as ISO datetime with zone (default: now, UTC)")
     serve.add_argument("--verbose", "-v", action="store_true")
     serve.set_defaults(handler=_serve_handler)
@@ -100,7 +104,12 @@ def build_devices(args: argparse.Namespace, clock: Any, plan: Any) -> list[Any]:
 
     source = ScriptedTrace.from_csv(args.trace) if args.trace else ScriptedTrace.demo_day(days=30)
     order = AnnunciationOrder.WARNING_CAL_TEMP_STATUS if getattr(args, "annunciation_order", "spec") == "nordic" else AnnunciationOrder.SPEC
-    model = CgmSensorModel(source, CgmSensorConfig(e2e_crc=not args.no_e2e_crc))
+    config = CgmSensorConfig(
+        e2e_crc=not args.no_e2e_crc,
+        warmup_min=getattr(args, "cgm_warmup_min", 0),
+        low_battery_after_min=getattr(args, "low_battery_after_min", None),
+    )
+    model = CgmSensorModel(source, config)
     sensor = CgmSensorPeripheral(model, clock, plan, annunciation_order=order)
     devices: list[Any] = [sensor]
     if not args.no_pump:
@@ -109,7 +118,7 @@ def build_devices(args: argparse.Namespace, clock: Any, plan: Any) -> list[Any]:
         from hardware_sim.devices.ids_pump import IdsPumpPeripheral, PumpModel
 
         dialect = IdsDialect(**PUMP_DIALECTS[getattr(args, "pump_dialect", "spec")])
-        pump_model = PumpModel(sink=InsulinLedger(), epoch=clock.start)
+        pump_model = PumpModel(sink=InsulinLedger(), epoch=clock.start, reservoir_u=getattr(args, "pump_reservoir_u", 200.0))
         devices.append(IdsPumpPeripheral(pump_model, clock, plan, dialect=dialect))
     return devices
 
@@ -132,6 +141,17 @@ async def serve_until_stopped(args: argparse.Namespace, plan: Any, start: dateti
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    occlusion_at = getattr(args, "occlusion_at_min", None)
+    pumps = [device for device in devices if hasattr(device.model, "inject_occlusion")]
+    if occlusion_at is not None and pumps:
+
+        async def occlude() -> None:
+            await clock.sleep_until_min(occlusion_at)
+            for pump in pumps:
+                pump.model.inject_occlusion(clock.now_min())
+                pump.advance()  # indicate the change to connected hubs
+
+        loop.create_task(occlude())
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
