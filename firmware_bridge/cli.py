@@ -91,15 +91,22 @@ async def follow_readings(args: argparse.Namespace) -> int:
 
     order = AnnunciationOrder.WARNING_CAL_TEMP_STATUS if args.annunciation_order == "nordic" else AnnunciationOrder.SPEC
     config = CgmSessionConfig(address=args.address, scan_timeout_s=args.scan_timeout, backoff_max_s=5.0, annunciation_order=order)
+    from firmware_bridge.errors import BridgeError
+
     count = 0
     async with Radio.from_spec(args.transport, requested_mtu=args.mtu) as radio:
         session = CgmSession(radio, config)
-        async for reading in session.readings():
-            line = json.dumps(reading.as_json_dict()) if args.json else format_reading(reading)
-            print(line, flush=True)
-            count += 1
-            if args.count is not None and count >= args.count:
-                break
+        try:
+            async with asyncio.timeout(args.timeout):
+                async for reading in session.readings():
+                    line = json.dumps(reading.as_json_dict()) if args.json else format_reading(reading)
+                    print(line, flush=True)
+                    count += 1
+                    if args.count is not None and count >= args.count:
+                        break
+        except TimeoutError:
+            last = session.stats.last_error or "none (connected, waiting for readings)"
+            raise BridgeError(f"timed out after {args.timeout} s with {count} reading(s); last link error: {last}") from None
     return 0
 
 
@@ -108,7 +115,7 @@ def _readings_handler(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         print("glucotwin ble readings: --count must be >= 1", file=sys.stderr)
         return 2
-    return _run(follow_readings(args), args.timeout, "readings")
+    return _run(follow_readings(args), None, "readings")  # follow_readings applies --timeout itself
 
 
 def _run(coroutine: Any, timeout_s: float | None, what: str) -> int:

@@ -93,6 +93,8 @@ class CgmSessionStats:
     notification_cpu_s: float = 0.0
     """Hub CPU time (``time.process_time``) spent handling measurement notifications."""
     sessions_seen: int = 0
+    last_error: str | None = None
+    """The last reason a connection attempt failed or a link was lost."""
 
 
 @dataclass
@@ -207,10 +209,12 @@ class CgmSession:
                 raise
             except (BleakError, BridgeError, TimeoutError, OSError, EOFError) as error:
                 self.stats.connect_failures += 1
+                self.stats.last_error = f"{type(error).__name__}: {error}"
                 logger.info("CGM link lost or not established (%s: %s); retrying in %.2f s", type(error).__name__, error, backoff_s)
                 synced = False
-            except Exception:  # a radio stack raises more types than these; the hub must keep following
+            except Exception as error:  # a radio stack raises more types than these; the hub must keep following
                 self.stats.connect_failures += 1
+                self.stats.last_error = f"{type(error).__name__}: {error}"
                 logger.warning("unexpected error on the CGM link; retrying in %.2f s", backoff_s, exc_info=True)
                 synced = False
             if synced:
