@@ -1,0 +1,85 @@
+"""The recommender on the real twin (random histories): limits hold, and advice is monotone in carbs and glucose."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.recommend import HubSnapshot, recommend
+from edge.recommend.twin_predictor import TwinPredictor
+from edge.safety import default_limits, limit_violations
+from edge.safety.rules import DosingContext
+from edge.therapy_settings import TherapySettings
+from models.twin.mvp_model import G, GSC
+from models.twin.twin import DigitalTwin
+
+SETTINGS = TherapySettings(age_group="adult", body_weight_kg=70, basal_u_per_h=1.0,
+                           insulin_sensitivity_mg_dl_per_u=50, carb_ratio_g_per_u=10)
+LIMITS = default_limits("adult")
+
+histories = st.lists(st.floats(min_value=60, max_value=300), min_size=6, max_size=24)
+
+
+def twin_after(history: list[float], bolus_u: float, carbs_g: float) -> DigitalTwin:
+    twin = DigitalTwin.from_therapy_settings(SETTINGS)
+    for index, glucose in enumerate(history):
+        twin.update(glucose, index * 5.0, insulin_u=bolus_u if index == 2 else 0.0,
+                    carbs_g=carbs_g if index == 2 else 0.0)
+    return twin
+
+
+def advise(twin: DigitalTwin, glucose: float, carbs: float):
+    estimate = twin.estimate()
+    snap = HubSnapshot(glucose_mg_dl=glucose, glucose_age_min=1.0, trend_mg_dl_min=0.0,
+                       iob_u=estimate.insulin_on_board_u, cob_g=estimate.carbs_on_board_g,
+                       minutes_since_last_bolus=None, scheduled_basal_u_per_h=1.0,
+                       estimated_isf_mg_dl_per_u=estimate.insulin_sensitivity_factor_mg_dl_per_u.value)
+    return recommend(snap, SETTINGS, LIMITS, TwinPredictor(twin, n_samples=32), announced_carbs_g=carbs), snap
+
+
+def shifted(twin: DigitalTwin, delta_mg_dl: float) -> DigitalTwin:
+    other = copy.deepcopy(twin)
+    x = other.filter.x.copy()
+    x[G] = max(x[G] + delta_mg_dl, 20.0)
+    x[GSC] = max(x[GSC] + delta_mg_dl, 20.0)
+    other.filter.set_state(x, other.filter.P)
+    return other
+
+
+common = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@common
+@given(histories, st.floats(0, 6), st.floats(0, 80), st.floats(0, 120), st.floats(0, 120))
+def test_more_carbs_never_means_less_insulin_on_the_twin(history, bolus, eaten, carbs_a, carbs_b) -> None:
+    twin = twin_after(history, bolus, eaten)
+    low, high = sorted((carbs_a, carbs_b))
+    advice_low, _ = advise(twin, history[-1], low)
+    advice_high, _ = advise(twin, history[-1], high)
+    assert advice_high.dose.bolus_u >= advice_low.dose.bolus_u - 1e-9
+
+
+@common
+@given(histories, st.floats(0, 6), st.floats(0, 80), st.floats(0, 100), st.floats(0, 80))
+def test_lower_glucose_never_means_more_insulin_on_the_twin(history, bolus, eaten, carbs, drop) -> None:
+    twin = twin_after(history, bolus, eaten)
+    glucose = history[-1]
+    higher, _ = advise(twin, glucose, carbs)
+    lower, _ = advise(shifted(twin, -drop), max(glucose - drop, 40.0), carbs)
+    assert lower.dose.bolus_u <= higher.dose.bolus_u + 1e-9
+
+
+@common
+@given(histories, st.floats(0, 10), st.floats(0, 120), st.floats(0, 150))
+def test_advice_on_the_twin_never_breaks_a_limit(history, bolus, eaten, carbs) -> None:
+    twin = twin_after(history, bolus, eaten)
+    advice, snap = advise(twin, history[-1], carbs)
+    context = DosingContext(
+        glucose_mg_dl=snap.glucose_mg_dl, glucose_age_min=snap.glucose_age_min, iob_u=snap.iob_u,
+        minutes_since_last_bolus=None, scheduled_basal_u_per_h=1.0,
+        predicted_min_glucose_mg_dl=advice.numbers["predicted_min_with_meal_mg_dl"])
+    assert limit_violations(advice.dose, context, LIMITS) == []
+    assert np.isfinite(advice.numbers["eventual_mg_dl"])
