@@ -9,7 +9,8 @@ reporters) read a patient's GlucoTwin data with a per-patient READ-ONLY secret:
     GET /api/v1/devicestatus[.json]?count=10
     GET /api/v1/status[.json]
 
-Authentication, as Nightscout: header ``api-secret: <SHA-1 hex of the secret>`` or query ``?token=<secret>``.
+Authentication, as Nightscout: header ``api-secret: <SHA-1 hex of the secret>`` or query ``?token=<secret>``
+(or header ``api-secret: token=<secret>``, as py-nightscout sends a token).
 The secret itself decides the patient (a Nightscout site serves one person), so the paths are Nightscout's.
 Secrets are 32 random bytes; the service stores only their SHA-1 (a preimage search on 256 random bits is
 infeasible, and SHA-1 is what the header carries). Issue and revoke them with
@@ -112,7 +113,13 @@ def erase_patient_tokens(tx: Tx, patient_id: str) -> None:
 
 
 def resolve_secret(tx: Tx, api_secret_sha1: str | None, token: str | None) -> NightscoutToken:
-    """The token behind ``api-secret`` (SHA-1 hex) or ``token`` (the secret); ``Unauthenticated`` otherwise."""
+    """The token behind ``api-secret`` (SHA-1 hex) or ``token`` (the secret); ``Unauthenticated`` otherwise.
+
+    ``api-secret: token=<secret>`` is accepted too (what py-nightscout, Home Assistant's client, sends when
+    configured with a token instead of an API secret).
+    """
+    if api_secret_sha1 and api_secret_sha1.startswith("token=") and not token:
+        token, api_secret_sha1 = api_secret_sha1[len("token="):], None
     if api_secret_sha1 and re.fullmatch(r"[0-9a-fA-F]{40}", api_secret_sha1.strip()):
         digest = api_secret_sha1.strip().lower()
     elif token and len(token) <= 200:

@@ -218,3 +218,32 @@ def test_treatment_count_is_exact_and_edge_boluses_keep_their_carbs(ns, count) -
     assert len(treatments) == min(count, 4)  # the day holds 2 meal boluses, 1 carb correction, 1 temp basal
     # the synthetic day: carbs then the bolus 1 min later for the followed meals -> never a correction bolus
     assert all(t["eventType"] != "Correction Bolus" for t in treatments), treatments
+
+
+def test_home_assistants_client_library_reads_the_api(ns) -> None:
+    """py-nightscout (the library Home Assistant's Nightscout integration uses) against the live API."""
+    py_nightscout = pytest.importorskip("py_nightscout", reason="pip install py-nightscout to run the client check")
+    import asyncio
+
+    async def read(secret: str) -> tuple:
+        api = py_nightscout.Api(ns["url"], api_secret=secret)
+        return (await api.get_server_status(), await api.get_sgvs(), await api.get_treatments(),
+                await api.get_devices_status())
+
+    for credential in (ns["secret"], "token=" + ns["secret"]):  # API-secret style (SHA-1) and token style
+        status, sgvs, treatments, device_status = asyncio.run(read(credential))
+        assert status.status == "ok" and status.apiEnabled is True
+        assert sgvs and sgvs[0].delta is not None and sgvs[0].direction in DIRECTIONS
+        assert sgvs[0].sgv_mmol == round(sgvs[0].sgv / 18, 1) and sgvs[0].date.tzinfo is not None
+        assert {t.eventType for t in treatments} >= {"Meal Bolus"}
+        assert device_status and device_status[0].created_at is not None
+
+    async def refused() -> int:
+        api = py_nightscout.Api(ns["url"], api_secret="not-the-secret")
+        try:
+            await api.get_sgvs()
+        except Exception as error:  # aiohttp.ClientResponseError
+            return getattr(error, "status", 0)
+        return 200
+
+    assert asyncio.run(refused()) == 401
