@@ -253,3 +253,10 @@ def test_headless_chromium_renders_the_agp_page(clinic_env, tmp_path) -> None:
     assert (width, height) == (1200, 1600)
     assert len(data) > 30_000  # a blank or error page compresses to a few KB
     print(f"\nAGP screenshot: {shot}")
+
+    pdf = tmp_path / "agp.pdf"  # the printable report fits one A4 page (print CSS hides navigation)
+    printed = _chromium([f"--print-to-pdf={pdf}", "--no-pdf-header-footer", ticket_url()], tmp_path / "profile-pdf")
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    pages = re.findall(rb"/Type\s*/Page(?![a-z])", pdf.read_bytes())
+    assert len(pages) == 1, f"{len(pages)} pages"
+    print(f"AGP PDF: {pdf}")
