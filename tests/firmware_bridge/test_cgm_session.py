@@ -46,11 +46,11 @@ def expected_glucose(offset_min: int) -> float:
     return float(min(400, max(40, round(TRACE.interstitial_glucose_mg_dl(offset_min)))))
 
 
-@pytest.mark.parametrize("e2e_crc, mtu", [(True, 247), (False, 23)])
+@pytest.mark.parametrize("e2e_crc, mtu", [(True, 23), (False, 247)])
 def test_six_hours_with_link_drops_and_payload_faults_arrive_exactly_once_in_order(e2e_crc: bool, mtu: int) -> None:
     clock = SimClock(acceleration=10_000)
     plan = FaultPlan(
-        drop_every_min=60, drop_duration_min=15, corrupt_crc=0.05, duplicate=0.05, truncate=0.03, out_of_order=0.03, seed=11
+        drop_every_min=60, drop_duration_min=15, corrupt_crc=0.08, duplicate=0.05, truncate=0.05, out_of_order=0.03, seed=11
     )
     sensor = CgmSensorPeripheral(CgmSensorModel(TRACE, CgmSensorConfig(e2e_crc=e2e_crc)), clock, plan)
     readings, session = asyncio.run(collect(sensor, clock, plan, until_offset_min=360, mtu=mtu))
@@ -60,7 +60,7 @@ def test_six_hours_with_link_drops_and_payload_faults_arrive_exactly_once_in_ord
     assert session.stats.connects >= 3  # it really reconnected after drops (a loaded machine may sleep through one)
     assert sensor.stats.faults_applied > 0
     assert session.e2e_crc is e2e_crc
-    if e2e_crc:
+    if e2e_crc:  # at MTU 23 ~100 notifications: P(no corrupted or truncated one) < 1e-4
         assert session.stats.decode_errors > 0  # corrupted packets were seen, dropped and recovered
 
 
