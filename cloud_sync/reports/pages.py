@@ -247,9 +247,10 @@ def _svg(text: str) -> Response:
                                                                "X-Content-Type-Options": "nosniff"})
 
 
-def _safe_next(next_path: str | None) -> str:
-    """Only local clinic pages (no open redirect)."""
-    if next_path and next_path.startswith("/clinic/") and "//" not in next_path and "\\" not in next_path:
+def safe_next(next_path: str | None) -> str:
+    """Only local clinic pages (no open redirect, no header injection)."""
+    if next_path and next_path.startswith("/clinic/") and "//" not in next_path and "\\" not in next_path \
+            and next_path.isprintable() and len(next_path) <= 500:
         return next_path
     return "/clinic/patients"
 
@@ -260,8 +261,8 @@ def _set_session(response: Response, request: Request, token: str) -> None:
 
 
 @router.get("/clinic/login", response_class=HTMLResponse)
-def login_form(next: str | None = None, error: str | None = None) -> HTMLResponse:  # noqa: A002
-    return _html(render("login.html", next=_safe_next(next), error=error))
+def login_form(next: str | None = None) -> HTMLResponse:  # noqa: A002
+    return _html(render("login.html", next=safe_next(next), error=None))
 
 
 @router.post("/clinic/login", response_class=HTMLResponse)
@@ -269,7 +270,7 @@ async def login_submit(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     email = (form.get("email") or [""])[0]
     password = (form.get("password") or [""])[0]
-    target = _safe_next((form.get("next") or [None])[0])
+    target = safe_next((form.get("next") or [None])[0])
     service = get_service(request)
     try:
         with service.db.transaction() as tx:
@@ -313,7 +314,7 @@ def issue_ticket(service: Service, principal: Principal) -> str:
 def create_ticket(request: Request, principal: PagePrincipal, next: str | None = None) -> dict[str, Any]:  # noqa: A002
     """For CLIs and EHR links: a URL that logs a browser in once and opens ``next``."""
     ticket = issue_ticket(get_service(request), principal)
-    target = _safe_next(next)
+    target = safe_next(next)
     return {"ticket": ticket, "expires_in_s": TICKET_TTL_MS // 1000,
             "url": f"/clinic/session?ticket={ticket}&next={quote(target, safe='/')}"}
 
@@ -334,7 +335,7 @@ def redeem_ticket(request: Request, ticket: str = "", next: str | None = None) -
     if not valid:
         service.audit_denied("anonymous", "login:ticket", None, Unauthenticated("ticket unknown, used or expired"))
         raise LoginRequired("this link is unknown, already used or expired")
-    response = RedirectResponse(_safe_next(next), status_code=303)
+    response = RedirectResponse(safe_next(next), status_code=303)
     _set_session(response, request, token)
     return response
 

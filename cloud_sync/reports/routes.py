@@ -41,6 +41,8 @@ def register_routes(app: FastAPI) -> FastAPI:
     async def _login_required(request: Request, error: pages.LoginRequired) -> Response:
         if "text/html" in request.headers.get("accept", "") and request.method == "GET":
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if request.url.path == "/clinic/session":  # a spent link: after logging in, go where it pointed
+                target = pages.safe_next(request.query_params.get("next"))
             return RedirectResponse(f"/clinic/login?next={quote(target, safe='/')}", status_code=303)
         return JSONResponse(error.to_json(), status_code=error.http_status)
 

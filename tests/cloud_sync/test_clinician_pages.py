@@ -203,6 +203,10 @@ def test_login_redirects_cookie_and_tickets(clinic_env) -> None:
     evil = requests.post(f"{url}/clinic/session-tickets", params={"next": "https://evil.example/"},
                          headers=clinic_env["auth"], timeout=30).json()
     assert evil["url"].endswith("next=/clinic/patients")  # no open redirect
+    for bad in ("/clinic/x\r\nSet-Cookie: a=b", "//evil.example/clinic/", "/clinic/\\evil"):
+        login = requests.post(f"{url}/clinic/login", allow_redirects=False, timeout=30, data={
+            "email": email, "password": "correct horse battery", "next": bad})
+        assert login.status_code == 303 and login.headers["location"] == "/clinic/patients"
 
 
 def test_bad_query_is_a_clear_error(clinic_env) -> None:
@@ -260,3 +264,13 @@ def test_headless_chromium_renders_the_agp_page(clinic_env, tmp_path) -> None:
     pages = re.findall(rb"/Type\s*/Page(?![a-z])", pdf.read_bytes())
     assert len(pages) == 1, f"{len(pages)} pages"
     print(f"AGP PDF: {pdf}")
+
+
+def test_a_spent_link_sends_the_browser_to_login_then_to_its_page(clinic_env) -> None:
+    url, pid = clinic_env["url"], clinic_env["alice"].patient_id
+    ticket = requests.post(f"{url}/clinic/session-tickets", params={"next": f"/clinic/patients/{pid}/advice"},
+                           headers=clinic_env["auth"], timeout=30).json()
+    requests.get(url + ticket["url"], timeout=60)  # spends it
+    again = requests.get(url + ticket["url"], headers={"Accept": "text/html"}, allow_redirects=False, timeout=30)
+    assert again.status_code == 303
+    assert again.headers["location"] == f"/clinic/login?next=/clinic/patients/{pid}/advice"
