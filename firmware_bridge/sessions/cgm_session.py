@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +44,7 @@ from bleak.exc import BleakError
 from firmware_bridge.codec.cgms import (
     AnnunciationOrder,
     CgmMeasurement,
+    SensorStatusAnnunciation,
     SessionStartTime,
     decode_cgm_feature,
     decode_cgm_measurement,
@@ -112,8 +114,14 @@ class CgmSessionConfig:
     gap_check_s: float = 1.0
 
 
+@functools.lru_cache(maxsize=256)
+def annunciation_names(raw: int) -> frozenset[str]:
+    """Names of the Sensor Status Annunciation bits set in ``raw`` (cached: few distinct values occur)."""
+    return frozenset(flag.name or "" for flag in SensorStatusAnnunciation if raw & int(flag))
+
+
 def reading_from_measurement(measurement: CgmMeasurement, via: str, session_start_iso: str | None = None) -> Reading:
-    names = frozenset(flag.name or "" for flag in type(measurement.annunciation) if flag & measurement.annunciation)
+    names = annunciation_names(int(measurement.annunciation))
     return Reading(
         time_offset_min=measurement.time_offset_min,
         glucose_mg_dl=measurement.glucose_mg_dl,
