@@ -34,7 +34,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud_sync import keys as keymod
-from cloud_sync.envelope import MAX_SEQ, RECORD_TYPES, b64d, b64e
+from cloud_sync.envelope import MAX_SEQ, RECORD_TYPES, b64d
 from cloud_sync.errors import BadRequest, CloudSyncError, Forbidden, NotFound
 from cloud_sync.service import accounts, audit
 from cloud_sync.service.accounts import Principal

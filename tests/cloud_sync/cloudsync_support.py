@@ -24,7 +24,7 @@ from cloud_sync.envelope import (
 )
 from cloud_sync.keys import create_enrollment_code
 from cloud_sync.service import accounts
-from cloud_sync.service.app import Service, ServiceConfig, create_app
+from cloud_sync.service.app import Service, ServiceConfig
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cloud_sync.envelope import EnvelopeHeader, seal
 from cloud_sync.errors import AuditChainBroken, KeyDestroyed
-from cloud_sync.keys import DeviceIdentity, IngestPublicKey, create_enrollment_code, enroll_request
+from cloud_sync.keys import DeviceIdentity, IngestPublicKey, enroll_request
 from cloud_sync.outbox import Outbox
 from cloud_sync.service import audit
 from cloud_sync.service.app import Service, ServiceConfig, create_app
