@@ -54,6 +54,12 @@ class PatientFlags:
     hypo: bool
     stale: bool
     reasons: tuple[str, ...]
+    kinds: tuple[str, ...] = ()  # parallel to ``reasons``: "low_tir", "hypo" or "stale"
+
+    @property
+    def labelled(self) -> tuple[tuple[str, str], ...]:
+        """(kind, reason) pairs, for display."""
+        return tuple(zip(self.kinds, self.reasons))
 
     @property
     def any(self) -> bool:
@@ -93,30 +99,36 @@ def hypo_events(readings: Sequence[tuple[int, float]], threshold_mg_dl: float = 
 def compute_flags(summary: GlycemicSummary, readings: Sequence[tuple[int, float]], last_sync_ms: int | None,
                   now_ms: int, alerts: Iterable[Mapping[str, object]] = ()) -> PatientFlags:
     reasons: list[str] = []
+    kinds: list[str] = []
     tir = summary.time_in_range_70_180_pct
     low_tir = not math.isnan(tir) and tir < LOW_TIR_PCT
     if low_tir:
         reasons.append(f"time in range {tir:.0f}% < {LOW_TIR_PCT:.0f}%")
+        kinds.append("low_tir")
     hypo = False
     tbr54 = summary.time_below_54_pct
     if not math.isnan(tbr54) and tbr54 > TBR54_PCT:
         hypo = True
         reasons.append(f"time < 54 mg/dL {tbr54:.1f}% > {TBR54_PCT:.0f}%")
+        kinds.append("hypo")
     recent = [r for r in readings if r[0] >= now_ms - RECENT_HYPO_MS]
     events = hypo_events(recent)
     if events:
         hypo = True
         reasons.append(f"{len(events)} hypoglycaemia event(s) in the last 7 days")
+        kinds.append("hypo")
     urgent = [a for a in alerts if int(a.get("time_ms", 0)) >= now_ms - RECENT_HYPO_MS  # type: ignore[call-overload]
               and a.get("severity") == "urgent" and "low" in str(a.get("kind", ""))]
     if urgent:
         hypo = True
         reasons.append(f"{len(urgent)} urgent low alert(s) in the last 7 days")
+        kinds.append("hypo")
     stale = last_sync_ms is None or now_ms - last_sync_ms > STALE_AFTER_MS
     if stale:
         reasons.append("never synced" if last_sync_ms is None else
                        f"last sync {(now_ms - last_sync_ms) / 3_600_000:.0f} h ago")
-    return PatientFlags(low_tir, hypo, stale, tuple(reasons))
+        kinds.append("stale")
+    return PatientFlags(low_tir, hypo, stale, tuple(reasons), tuple(kinds))
 
 
 def parameter_series(snapshots: Iterable[tuple[int, Mapping[str, float]]]

@@ -44,7 +44,7 @@ def test_flags_rules() -> None:
     clean = compute_flags(report.summary, good, last_sync_ms=now - 3_600_000, now_ms=now)
     assert not clean.any and clean.reasons == ()
     stale = compute_flags(report.summary, good, last_sync_ms=now - 25 * 3_600_000, now_ms=now)
-    assert stale.stale and not stale.hypo and "25 h" in stale.reasons[0]
+    assert stale.stale and not stale.hypo and stale.labelled == (("stale", "last sync 25 h ago"),)
     assert compute_flags(report.summary, good, None, now).stale
     # 2 % of the time below 54, long ago (more than 7 days): the percentage alone flags it
     low = [(t, 50.0 if i % 50 == 0 else g) for i, (t, g) in enumerate(good)]
@@ -54,7 +54,7 @@ def test_flags_rules() -> None:
     # one 20-min episode at 65 mg/dL yesterday: below 1 % but an event in the last 7 days
     episode = [(t, 65.0 if now - DAY_MS <= t < now - DAY_MS + 20 * MIN else g) for t, g in good]
     flags = compute_flags(build_agp(episode, start, now).summary, episode, now - 1000, now)
-    assert flags.hypo and any("event" in r for r in flags.reasons)
+    assert flags.hypo and any("event" in r for r in flags.reasons) and flags.kinds == ("hypo",)
     alert = compute_flags(report.summary, good, now - 1000, now,
                           alerts=[{"time_ms": now - DAY_MS, "kind": "urgent_low", "severity": "urgent"}])
     assert alert.hypo
@@ -121,6 +121,7 @@ def test_agp_page_renders_the_report(clinic_env) -> None:
     assert response.status_code == 200
     html = response.text
     assert "Bob Hypo" in html and "Europe/Paris" in html
+    assert '<span class="flag flag-hypo">' in html and '<span class="flag flag-low_tir">time in range' in html
     charts = svgs(html)
     classes = [c.get("class") for c in charts]
     assert classes == ["tir-bar", "agp-modal-day", "agp-daily-profiles"]
