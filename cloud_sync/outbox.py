@@ -164,6 +164,19 @@ class Outbox:
                                  (max(0, seq), _now_ms(), destination))
         return self.cursor(destination)
 
+    def reserve_through(self, seq: int) -> int:
+        """Make every future sequence number larger than ``seq``; returns ``last_seq()``.
+
+        For a hub restored from an old backup: the receiver already holds numbers this file never issued, and
+        reusing them for new records would be refused as replays. Skipped numbers are acknowledged as well."""
+        with self._lock, self.db.conn:
+            row = self.db.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            if row is None:
+                self.db.conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (seq,))
+            elif row[0] < seq:
+                self.db.conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (seq,))
+        return self.last_seq()
+
     def prune(self, keep_last: int = 0) -> int:
         """Delete records every destination acknowledged (except the newest ``keep_last`` of them)."""
         with self._lock, self.db.conn:

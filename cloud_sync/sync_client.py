@@ -184,6 +184,10 @@ class SyncClient:
         if isinstance(acked, bool) or not isinstance(acked, int) or acked < 0:
             raise TransientSyncError("acknowledgement without a valid acknowledged_seq")
         destination = self.config.destination
+        if acked > self.outbox.last_seq():  # the hub was restored from an older backup than the service has seen
+            log.warning("service acknowledges %d > our last seq %d: hub restored from a backup? skipping ahead",
+                        acked, self.outbox.last_seq())
+            self.outbox.reserve_through(acked)
         if acked < before:
             log.warning("service acknowledges %d < our cursor %d: it lost data; rewinding to resend", acked, before)
             return self.outbox.rewind(destination, acked)

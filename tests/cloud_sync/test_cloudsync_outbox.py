@@ -113,3 +113,12 @@ def test_every_record_is_delivered_in_order_and_none_is_lost(tmp_path_factory, o
     assert first_delivery == sorted(first_delivery)
     remaining = [r.seq for r in outbox.read_batch("cloud", max_records=1000)]
     assert list(range(1, acked + 1)) + remaining == enqueued
+
+
+def test_reserve_through_skips_numbers_the_receiver_already_holds(tmp_path: Path) -> None:
+    outbox = Outbox.open(tmp_path / "hub.db")
+    assert outbox.reserve_through(10) == 10  # empty outbox (e.g. a restored, older hub database)
+    assert outbox.enqueue(b"new") == 11
+    assert outbox.reserve_through(5) == 11  # never backwards
+    outbox.acknowledge("cloud", 10)
+    assert [r.seq for r in outbox.read_batch("cloud")] == [11]

@@ -13,7 +13,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from cloud_sync.envelope import EnvelopeHeader, seal
-from cloud_sync.errors import AuditChainBroken, KeyDestroyed
+from cloud_sync.errors import AuditChainBroken, KeyDestroyed, PermanentSyncError
 from cloud_sync.keys import DeviceIdentity, IngestPublicKey, enroll_request
 from cloud_sync.outbox import Outbox
 from cloud_sync.service import audit
@@ -371,3 +371,32 @@ def test_device_key_rotation_survives_a_lost_answer(cloud, tmp_path: Path) -> No
     assert not (tmp_path / "creds" / "device.key.next").exists()
     client.rotate_device_key()  # and a normal rotation persists the new key too
     assert HubCredentials.load(tmp_path / "creds").identity.key_id == client.credentials.identity.key_id
+
+
+def test_hub_restored_from_an_old_backup_does_not_reuse_sequence_numbers(cloud, tmp_path: Path) -> None:
+    """The SD card dies; the hub's database comes back from a backup older than what the service holds."""
+    service, url = cloud
+    hub = new_hub(cloud)
+    outbox = Outbox.open(tmp_path / "hub.db")
+    for hour in range(2):
+        outbox.enqueue(hour_summary(random.Random(hour), hour).to_bytes())
+    backup = tmp_path / "backup.db"
+    outbox.db.conn.execute(f"VACUUM INTO '{backup}'")
+    for hour in range(2, 6):
+        outbox.enqueue(hour_summary(random.Random(hour), hour).to_bytes())
+    assert SyncClient(outbox, hub.creds, SyncConfig(url)).sync_once().acknowledged_seq == 6
+    outbox.close()
+    restored = Outbox.open(backup)  # knows seqs 1..2 only, cursor 0
+    client = SyncClient(restored, hub.creds, SyncConfig(url))
+    client.sync_once()  # 1..2 are duplicates; the service says 6: the outbox skips ahead
+    assert restored.last_seq() == 6 and restored.cursor("cloud") == 6
+    new_seq = restored.enqueue(hour_summary(random.Random(100), 100).to_bytes())
+    assert new_seq == 7
+    assert client.sync_once().acknowledged_seq == 7
+    # A record written after the restore but before the first contact takes a number the service already holds
+    # with other content: refused loudly as a replay and kept in the outbox, never silently dropped or merged.
+    other = Outbox.open(tmp_path / "second-restore.db")
+    other.enqueue(hour_summary(random.Random(5), 5).to_bytes())
+    with pytest.raises(PermanentSyncError) as refused:
+        SyncClient(other, hub.creds, SyncConfig(url)).sync_once()
+    assert refused.value.detail["error_code"] == "replayed_sequence" and other.pending_count("cloud") == 1
