@@ -179,8 +179,9 @@ def test_temp_basal_extra_insulin_counts_towards_max_iob() -> None:
     assert "cap_temp_basal_to_max_iob" in rules_applied(dose)
 
 
-def test_rescue_carbs_are_capped() -> None:
-    dose = apply_hard_limits(DoseProposal(rescue_carbs_g=100.0), context(), default_limits("child"))
+@pytest.mark.parametrize("proposed", [20.5, 25.0, 39.0, 100.0])
+def test_rescue_carbs_are_capped(proposed: float) -> None:
+    dose = apply_hard_limits(DoseProposal(rescue_carbs_g=proposed), context(), default_limits("child"))
     assert dose.rescue_carbs_g == 20.0
 
 
@@ -234,7 +235,8 @@ contexts = st.builds(
     scheduled_basal_u_per_h=st.floats(min_value=0, max_value=5),
     bolus_increment_u=st.sampled_from([0.01, 0.025, 0.05, 0.1, 0.5]),
     basal_increment_u_per_h=st.sampled_from([0.01, 0.025, 0.05, 0.1]),
-    cgm_quality=st.builds(CgmQuality, st.booleans(), st.booleans(), st.booleans(), st.booleans()),
+    cgm_quality=st.one_of(st.just(CgmQuality()),
+                          st.builds(CgmQuality, st.booleans(), st.booleans(), st.booleans(), st.booleans())),
 )
 limits = st.one_of(
     st.sampled_from([default_limits(group) for group in AgeGroup]),
