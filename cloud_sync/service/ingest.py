@@ -30,6 +30,7 @@ from cloud_sync import keys as keymod
 from cloud_sync.envelope import Envelope, SummaryPayload, open_envelope, verify_signature
 from cloud_sync.errors import (
     BatchTooLarge,
+    CloudSyncError,
     DeviceRevoked,
     IdempotencyKeyReused,
     MalformedEnvelope,
@@ -86,6 +87,22 @@ class IngestService:
             return tx.execute("DELETE FROM idempotency WHERE created_ms < ?", (older_than_ms,))
 
     def ingest(self, device_id: str, envelopes: Sequence[Any], idempotency_key: str | None = None) -> IngestResult:
+        """Verify, decrypt and store one batch; refusals for an enrolled device are audited (``denied:ingest``)."""
+        try:
+            return self._ingest(device_id, envelopes, idempotency_key)
+        except CloudSyncError as error:
+            self._audit_refusal(device_id, error)
+            raise
+
+    def _audit_refusal(self, device_id: str, error: CloudSyncError) -> None:
+        # Only for enrolled devices: anonymous garbage must not be able to grow the audit log.
+        with self.db.transaction() as tx:
+            row = tx.one("SELECT patient_id FROM devices WHERE device_id = ?", (device_id,))
+            if row is not None:
+                audit.append(tx, f"device:{device_id}", "denied:ingest", row[0],
+                             {"code": error.code, "seq": error.detail.get("seq")})
+
+    def _ingest(self, device_id: str, envelopes: Sequence[Any], idempotency_key: str | None) -> IngestResult:
         if len(envelopes) > self.max_batch:
             raise BatchTooLarge(f"at most {self.max_batch} envelopes per request")
         parsed = [Envelope.from_json(e) for e in envelopes]

@@ -170,6 +170,8 @@ def test_revoked_device_is_403(cloud) -> None:
     assert revoke.status_code == 200
     response = hub.post([hub.envelope(2)])
     assert response.status_code == 403 and error_code(response) == "device_revoked"
+    refusal = audit.entries(cloud[0].db, hub.patient_id, limit=5)[0]
+    assert (refusal.action, refusal.detail["code"]) == ("denied:ingest", "device_revoked")
 
 
 def test_device_key_rotation_retires_the_old_key(cloud, tmp_path: Path) -> None:
