@@ -190,7 +190,10 @@ class SyncClient:
             self.outbox.reserve_through(acked)
         if acked < before:
             log.warning("service acknowledges %d < our cursor %d: it lost data; rewinding to resend", acked, before)
-            return self.outbox.rewind(destination, acked)
+            try:
+                return self.outbox.rewind(destination, acked)
+            except ValueError as exc:  # the records it lost were pruned here: a person must decide
+                raise PermanentSyncError(f"service lost records after {acked} that this hub already pruned") from exc
         cursor = self.outbox.acknowledge(destination, acked)
         if cursor == before:  # nothing confirmed: do not spin on the same batch
             raise TransientSyncError(f"service stored seq {batch[0].seq}.. but acknowledges only {acked}")
@@ -299,6 +302,11 @@ class SyncClient:
                 self.last_error = exc
                 delay_s = self.config.backoff_cap_s
                 log.error("sync stopped by the service: %s; retrying in %.0f s", exc, delay_s)
+            except Exception as exc:  # noqa: BLE001 - e.g. SQLite busy: the sync thread must outlive it
+                attempt += 1
+                self.last_error = exc
+                delay_s = full_jitter_delay_s(attempt, self.config.backoff_base_s, self.config.backoff_cap_s, self.rng)
+                log.exception("sync pass failed unexpectedly; next try in %.1f s", delay_s)
             _wait(stop, wake, delay_s)
 
 
