@@ -48,7 +48,13 @@ def step(request: dict) -> dict:
     if request.get("glucose") is not None:
         s["glucose"].append((now, float(request["glucose"])))
     for kind, start, end, value in request.get("doses") or []:
-        s["doses"].append((TYPES[kind], _at(start), _at(end), float(value)))
+        dose = (TYPES[kind], _at(start), _at(end), float(value))
+        last = s["doses"][-1] if s["doses"] else None
+        if (last is not None and dose[0] == last[0] == DoseType.tempbasal and dose[3] == last[3]
+                and last[1] <= dose[1] <= last[2]):
+            s["doses"][-1] = (last[0], last[1], dose[2], last[3])  # the same rate re-issued: one longer record
+        else:
+            s["doses"].append(dose)
     for at, grams, absorption in request.get("carbs") or []:
         s["carbs"].append((_at(at), float(grams), float(absorption)))
     s["glucose"] = [g for g in s["glucose"] if g[0] >= now - timedelta(hours=GLUCOSE_KEEP_H)]
@@ -66,6 +72,9 @@ def step(request: dict) -> dict:
     last_temp = request.get("last_temp")
     inputs = {
         "time_to_calculate_at": now,
+        # Effects (insulin, counteraction) from the oldest glucose kept on, not PyLoopKit's default 24 h: the
+        # counteraction effects need no more, and the cost grows with doses x effect timeline.
+        "previous_counteraction_effect_dates": [s["glucose"][0][0]],
         "glucose_dates": [g[0] for g in s["glucose"]], "glucose_values": [g[1] for g in s["glucose"]],
         "dose_types": [d[0] for d in doses], "dose_start_times": [d[1] for d in doses],
         "dose_end_times": [d[2] for d in doses], "dose_values": [d[3] for d in doses],
