@@ -40,6 +40,7 @@ from .web import HubRuntime, create_hub_app
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 10.0
+STORE_FULL_RETRY_S = 30.0
 UNKNOWN_SESSION = "unknown-session"
 
 
@@ -202,12 +203,16 @@ class HubService:
                     stored = to_stored(reading, session.session_start_time, newest, self.now_ms())
                     if self.on_reading is not None:
                         self.on_reading(stored)
-                    try:
-                        pipeline.on_reading(stored)
-                    except StoreFullError as error:
-                        logger.error("storage full: %s", error)
-                        runtime.devices["store"] = "FULL: readings stay on the sensor until space is freed"
-                        await asyncio.sleep(30)
+                    while True:  # the session already counts this reading as delivered: never drop it
+                        try:
+                            pipeline.on_reading(stored)
+                            break
+                        except StoreFullError as error:
+                            logger.error("storage full: %s", error)
+                            runtime.devices["store"] = "FULL: readings stay on the sensor until space is freed"
+                            await asyncio.sleep(STORE_FULL_RETRY_S)
+                    if runtime.devices.get("store", "").startswith("FULL"):
+                        runtime.devices["store"] = "space available again"
             finally:
                 if pump_task is not None:
                     pump_task.cancel()

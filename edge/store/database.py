@@ -106,7 +106,8 @@ class HubStore:
             try:
                 yield self.conn
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # SQLITE_FULL/IOERR/NOMEM may already have rolled it back
+                    self.conn.execute("ROLLBACK")
                 raise
             self.conn.execute("COMMIT")
         except sqlite3.Error as error:

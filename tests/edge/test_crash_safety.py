@@ -404,3 +404,146 @@ def test_a_hundred_sigkills_of_fresh_interpreters_across_two_days(tmp_path: Path
                                max_uptime_s=3.0, forks=None)
     print(f"\nslow kill test: {report}")
     assert report.kills >= 100 and report.final_readings >= 2 * 1440 // INTERVAL_MIN
+
+
+# --- a corrupted database file ------------------------------------------------------------------------------------
+
+def _garbage_file(path: Path) -> None:
+    path.write_bytes(b"this is not an SQLite database, a bad SD card wrote it\n" * 200)
+
+
+def _damaged_page(path: Path) -> None:
+    """A real hub store whose readings b-tree has one page overwritten with junk."""
+    from edge.store import HubStore, StoredReading
+
+    with HubStore(path) as store, store.transaction():
+        for offset in range(0, 5 * 3000, 5):
+            store.add_reading(StoredReading("2020-01-01T00:00:00+00:00", offset, offset * 60_000, 100.0 + offset % 50))
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    page_size, pages = conn.execute("PRAGMA page_size").fetchone()[0], conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.close()
+    with open(path, "r+b") as handle:
+        handle.seek(page_size * (pages // 2))
+        handle.write(random.Random(1).randbytes(page_size))
+
+
+def _quick_check_fails(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("PRAGMA quick_check").fetchone()[0] != "ok"
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return True
+
+
+@pytest.mark.parametrize("damage", [_garbage_file, _damaged_page], ids=["not-a-database", "damaged-page"])
+def test_a_corrupted_store_is_set_aside_with_an_alert_and_the_hub_runs_on(tmp_path: Path, fork_server: ForkServer,
+                                                                          damage) -> None:  # type: ignore[no-untyped-def]
+    store_path = tmp_path / "hub.sqlite"
+    damage(store_path)
+    assert _quick_check_fails(store_path)
+    damaged_bytes = store_path.read_bytes()
+    sim = start_simulator(tmp_path, acceleration=1440)
+    port = free_port()
+    config = write_config(tmp_path, sim.spec, port)
+    launcher = HubLauncher(config, tmp_path / "hub.log", fork_server)
+    truth = SensorTruth()
+    try:
+        hub = launcher.start(fresh=False)
+        wait_for(lambda: _max_offset(store_path) >= 60 or not hub.alive(), 60, "readings in the new store", 0.1)
+        assert hub.alive(), f"the hub died on a corrupted store; see {launcher.log}"
+        status = requests.get(f"http://127.0.0.1:{port}/api/status", timeout=10).json()
+        assert [a["kind"] for a in status["alerts"]].count("store_corrupted") == 1
+        assert status["devices"].get("store") == "recovered from corruption"
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        aside = sorted(tmp_path.glob("hub.sqlite.corrupt-*"))
+        assert [p.name for p in aside if not p.name.endswith(("-wal", "-shm"))] != []
+        main_aside = next(p for p in aside if not p.name.endswith(("-wal", "-shm")))
+        assert main_aside.read_bytes()[:100] == damaged_bytes[:100]  # kept for forensics, not rewritten
+        hub.kill()
+        first = read_store(store_path, full_check=True)
+        reached = assert_exact_prefix(first, sim, truth, "new store after corruption")  # history re-fetched from 0
+        assert first.alerts.count("store_corrupted") == 1
+        # No crash loop: the next start opens the new file normally and carries on where it stopped.
+        hub = launcher.start(fresh=False)
+        wait_for(lambda: _max_offset(store_path) > reached + 30 or not hub.alive(), 60, "more readings", 0.1)
+        assert hub.alive(), f"the restarted hub died; see {launcher.log}"
+        hub.kill()
+    finally:
+        launcher.kill_all()
+        sim.stop()
+    second = read_store(store_path, full_check=True)
+    assert_exact_prefix(second, sim, truth, "after a normal restart")
+    assert second.alerts.count("store_corrupted") == 1
+    assert len([p for p in tmp_path.glob("hub.sqlite.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]) == 1
+
+
+# --- a full store -------------------------------------------------------------------------------------------------
+
+def test_a_full_store_keeps_the_hub_running_and_the_readings_come_back_when_space_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite's ``max_page_count`` on the hub's own connection makes every new page fail with "database or disk
+    is full", as a full SD card would; raising it again is space returning. In process, to reach that
+    connection; the simulator is still a separate process."""
+    from edge.agent import service as service_module
+    from edge.agent.service import HubService
+    from edge.config import config_from_dict
+
+    monkeypatch.setattr(service_module, "STORE_FULL_RETRY_S", 0.5)  # 30 s on a real hub
+
+    sim = start_simulator(tmp_path, acceleration=600)  # a reading every 0.5 s
+    config = config_from_dict({"storage_path": str(tmp_path / "hub.sqlite"), "therapy": THERAPY,
+                               "devices": {"transport": sim.spec, "pump": False}})
+    truth = SensorTruth()
+    observed: dict[str, object] = {}
+
+    async def scenario() -> None:
+        service = HubService(config, web=False)
+        task = asyncio.create_task(service.run())
+
+        async def until(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+            deadline = time.monotonic() + timeout_s
+            while not predicate():
+                if task.done():
+                    task.result()
+                    raise AssertionError("the hub stopped")
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"timed out waiting for {what}")
+                await asyncio.sleep(0.05)
+
+        try:
+            await until(lambda: service.store is not None and service.store.count_readings() >= 6, 60, "readings")
+            store = service.store
+            assert store is not None and service.runtime is not None
+            store.conn.execute("VACUUM")  # no free pages or half-empty pages left: the next few writes need new pages
+            pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+            store.conn.execute(f"PRAGMA max_page_count = {pages}")
+            full_at = store.count_readings()
+            await until(lambda: "FULL" in service.runtime.devices.get("store", ""), 60, "the store to be full")
+            observed["stored_after_full"] = store.count_readings() - full_at
+            await asyncio.sleep(3.0)  # the hub keeps running while full; readings wait on the sensor and in memory
+            assert not task.done()
+            assert "FULL" in service.runtime.devices["store"]
+            observed["stored_while_full"] = store.count_readings() - full_at
+            observed["sim_minutes_while_full"] = 3.0 * sim.acceleration / 60
+            store.conn.execute("PRAGMA max_page_count = 1073741823")  # space returns
+            target = sim.sim_minute()
+            await until(lambda: (store.last_time_offset(sim.start.isoformat()) or 0) >= target, 90,
+                        f"the store to reach sim minute {target:.0f} again")
+            observed["status"] = dict(service.runtime.devices)
+            assert service.runtime.devices["store"] == "space available again"
+            assert service.runtime.devices["cgm"] == "connected"
+        finally:
+            service.stop()
+            await asyncio.wait_for(task, 30)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        sim.stop()
+    view = read_store(tmp_path / "hub.sqlite", full_check=True)
+    assert_exact_prefix(view, sim, truth, "after the store was full")  # nothing lost while it was full
+    print(f"\nfull store: {observed}")
