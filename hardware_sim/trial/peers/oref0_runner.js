@@ -141,3 +141,4 @@ rl.on('line', function (line) {
   process.stdout.write(JSON.stringify(answer) + '\n');
 });
 rl.on('close', function () { process.exit(0); });
+process.stdout.on('error', function () { process.exit(0); }); // the parent went away: nothing to answer
