@@ -65,6 +65,9 @@ def register_sim(subparsers: Any) -> None:
     serve.add_argument("--occlusion-at-min", type=float, default=None, help="the pump detects an occlusion at this sim minute")
     serve.add_argument("--start", default=None, help="sim epoch as ISO datetime with zone (default: now, UTC)")
     serve.add_argument("--verbose", "-v", action="store_true")
+    from hardware_sim.person import add_patient_arguments  # --patient NAME [--scenario] [--seed] [--person-hub-url]
+
+    add_patient_arguments(serve)
     serve.set_defaults(handler=_serve_handler)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
@@ -120,6 +123,10 @@ def build_devices(args: argparse.Namespace, clock: Any, plan: Any) -> list[Any]:
         dialect = IdsDialect(**PUMP_DIALECTS[getattr(args, "pump_dialect", "spec")])
         pump_model = PumpModel(sink=InsulinLedger(), epoch=clock.start, reservoir_u=getattr(args, "pump_reservoir_u", 200.0))
         devices.append(IdsPumpPeripheral(pump_model, clock, plan, dialect=dialect))
+    if getattr(args, "patient", None):  # a UVA/Padova subject behind both devices, and the person who eats
+        from hardware_sim.person import attach_patient
+
+        attach_patient(args, clock, devices)
     return devices
 
 
