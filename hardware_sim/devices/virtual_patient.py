@@ -129,14 +129,22 @@ class VirtualPatient:
         return float(self.cohort.basal_u_per_h[0])
 
     def therapy(self) -> dict[str, float | str]:
-        """The subject's therapy settings (simglucose's Quest table), in the hub's config vocabulary."""
+        """Therapy settings a clinician would start this subject on, in the hub's config vocabulary.
+
+        Basal: the steady-state rate. Carb ratio: simglucose's Quest table (it equals the 500 rule, 500/TDI).
+        Insulin sensitivity: the 1800 rule, 1800/TDI mg/dL per U (Walsh), NOT the Quest table's CF, which is
+        several times smaller than the subjects' response (adult#001: 8.8 vs 36 by the rule) and would make a
+        hub's corrections dangerous; the Quest value is reported alongside. No model-derived value is given:
+        handing the hub the simulator's own linearisation would be an inverse crime.
+        """
         c = self.cohort
         return {
             "age_group": c.age_groups[0],
             "body_weight_kg": round(float(c.body_weight_kg[0]), 1),
             "basal_u_per_h": round(self.basal_u_per_h, 3),
-            "insulin_sensitivity_mg_dl_per_u": round(float(c.correction_factor_mg_dl_per_u[0]), 1),
+            "insulin_sensitivity_mg_dl_per_u": round(1800.0 / float(c.total_daily_insulin_u[0]), 1),
             "carb_ratio_g_per_u": round(float(c.carb_ratio_g_per_u[0]), 1),
+            "quest_correction_factor_mg_dl_per_u": round(float(c.correction_factor_mg_dl_per_u[0]), 1),
         }
 
     # -- inputs ---------------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ def test_is_a_glucose_source_and_an_insulin_sink() -> None:
     assert isinstance(patient, GlucoseSource) and isinstance(patient, InsulinSink)
     therapy = patient.therapy()
     assert therapy["age_group"] == "adult" and therapy["basal_u_per_h"] == pytest.approx(patient.basal_u_per_h, abs=1e-3)
+    assert therapy["carb_ratio_g_per_u"] == 10.0  # Quest table
+    assert 20 < float(therapy["insulin_sensitivity_mg_dl_per_u"]) < 60  # 1800 / TDI (50.4 U)
 
 
 def test_the_pumps_basal_keeps_the_fasting_subject_at_steady_state() -> None:
