@@ -77,9 +77,10 @@ def _service(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from cloud_sync.reports.routes import register_routes
     from cloud_sync.service.app import create_app
 
-    app = create_app(_config(args))
+    app = register_routes(create_app(_config(args)))  # clinician pages, FHIR export, Nightscout-compatible API
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
