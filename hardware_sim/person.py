@@ -211,6 +211,8 @@ class SimulatedPerson:
         self._handled_advice: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._meals_eaten = False
+        self.report_path: Path | None = None
+        """If set, :meth:`write_report` writes here (JSON) at start and when the person stops."""
 
     @classmethod
     def from_scenario(
@@ -286,7 +288,11 @@ class SimulatedPerson:
                 except Exception:  # a person does not stop living over one odd answer: log it, go on
                     logger.exception("the simulated person stumbled; carrying on")
         finally:
-            logger.info("person stops: %s", self.summary())
+            summary = self.summary()
+            logger.info("person stops: %s", summary)
+            print(f"simulated person stops: {json.dumps(summary)}", file=sys.stderr, flush=True)
+            with contextlib.suppress(OSError):
+                self.write_report()
 
     # -- actions ----------------------------------------------------------------------------------------------
     def _hub(self) -> HubClient | None:
@@ -381,6 +387,24 @@ class SimulatedPerson:
             return False
         return True
 
+    def report(self) -> dict[str, Any]:
+        """Who the patient is, what the person plans, what happened so far (JSON-ready)."""
+        return {
+            "patient": self.patient.name,
+            "seed": self.patient.seed,
+            "therapy": self.patient.therapy(),
+            "meals": [m.__dict__ for m in self.meals],
+            "summary": self.summary(),
+            "events": [{"minute": e.minute, "kind": e.kind, **e.detail} for e in self.events],
+        }
+
+    def write_report(self) -> None:
+        if self.report_path is None:
+            return
+        temporary = self.report_path.with_name(self.report_path.name + ".tmp")
+        temporary.write_text(json.dumps(self.report(), indent=1, default=str))
+        temporary.replace(self.report_path)  # readers never see half a file
+
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
         for event in self.events:
@@ -417,6 +441,9 @@ def add_patient_arguments(serve: argparse.ArgumentParser) -> None:
                        help="the hub's web API the person uses (e.g. http://127.0.0.1:8080)")
     group.add_argument("--person-hub-url-file", default=None, metavar="FILE",
                        help="read the hub URL from this file once it exists (when the port is known later)")
+    group.add_argument("--patient-info-file", default=None, metavar="FILE",
+                       help="write the subject's therapy and planned meals here (JSON) before the spec line is "
+                            "printed, and the person's events when the simulator stops")
     group.add_argument("--person-days", type=float, default=30.0, help="days of meals to plan (default 30)")
     group.add_argument("--sensor", default=None, choices=("device", "breton2008", "ideal"),
                        help="CGM error model (default device: noise, drift, compression lows)")
@@ -456,6 +483,9 @@ def attach_patient(args: argparse.Namespace, clock: Any, devices: Sequence[Any])
     person = SimulatedPerson.from_scenario(patient, clock, hub_url, scenario=args.scenario, seed=args.seed,
                                            duration_days=args.person_days,
                                            carb_count_error_fraction=args.carb_count_error, pump=pump_model)
+    if args.patient_info_file:
+        person.report_path = Path(args.patient_info_file)
+        person.write_report()  # before the spec line: a hub started after it can take the therapy from here
     person.start()
     print(f"virtual patient {patient.name} (seed {args.seed}, scenario {args.scenario}): therapy "
           f"{json.dumps(patient.therapy())}; {len(person.meals)} meals planned over {args.person_days:g} days; "

@@ -315,14 +315,18 @@ def test_sim_serve_patient_option_puts_the_patient_behind_both_devices(tmp_path:
 
 
 @pytest.mark.timeout(240)
-def test_glucotwin_sim_serve_patient_announces_meals_to_the_hub(hub: StandInHub) -> None:
+def test_glucotwin_sim_serve_patient_announces_meals_to_the_hub(hub: StandInHub, tmp_path: Path) -> None:
     import time
 
     from tests.firmware_bridge.sim_process import simulator
 
+    info = tmp_path / "patient.json"
     with simulator("--patient", "adult#001", "--seed", "1", "--acceleration", "30000",
-                   "--start", "2026-03-02T06:30:00+00:00", "--person-hub-url", hub.url, startup_timeout_s=120) as spec:
+                   "--start", "2026-03-02T06:30:00+00:00", "--person-hub-url", hub.url,
+                   "--patient-info-file", str(info), startup_timeout_s=120) as spec:
         assert spec.startswith("tcp-client:127.0.0.1:")
+        at_start = json.loads(info.read_text())  # written before the spec line
+        assert at_start["therapy"]["carb_ratio_g_per_u"] == 10.0 and at_start["events"] == []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (hub.posts("/api/meal") and hub.posts("/api/confirm")
                                                    and any(path == "/api/status" for _, path, _ in hub.calls)):
@@ -335,3 +339,7 @@ def test_glucotwin_sim_serve_patient_announces_meals_to_the_hub(hub: StandInHub)
     assert told and any(announced[i:i + len(told)] == told for i in range(len(announced)))
     assert hub.posts("/api/confirm")[0] == {"recommendation_id": 1}
     assert any(path == "/api/status" for _, path, _ in hub.calls)
+    at_end = json.loads(info.read_text())  # rewritten when the simulator stopped
+    noted = [e["carbs_announced_g"] for e in at_end["events"] if e["kind"] == "meal_announced"]
+    assert noted and noted == told[:len(noted)]  # a call cut short by the stop is told but not noted
+    assert at_end["summary"]["events"]["bolus_confirmed"] >= 1
