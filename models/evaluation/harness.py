@@ -221,7 +221,7 @@ def _targets(recording: Recording, issued: NDArray, horizons: NDArray) -> NDArra
 
 def format_table(report: ReplayReport, horizons: Sequence[float] = (30.0, 60.0)) -> str:
     """A plain-text table: one row per method and horizon."""
-    head = (f"{'method':<12}{'h':>5}{'n':>6}{'RMSE':>7}{'MAE':>7}{'MARD%':>7}"
+    head = (f"{'method':<16}{'h':>5}{'n':>6}{'RMSE':>7}{'MAE':>7}{'MARD%':>7}"
             f"{'Clarke A/B/C/D/E %':>28}{'Parkes A/B/C/D/E %':>28}{'cov95%':>8}")
     lines = [f"recording: {report.recording}   hub method: {report.hub_method}", head, "-" * len(head)]
     for name, by_h in report.accuracy.items():
@@ -233,7 +233,7 @@ def format_table(report: ReplayReport, horizons: Sequence[float] = (30.0, 60.0))
             parkes = "/".join(f"{acc.parkes_percent[z]:.0f}" for z in "ABCDE")
             marker = "*" if name == report.hub_method else ""
             lines.append(
-                f"{name + marker:<12}{h:>5g}{acc.n_pairs:>6}{acc.rmse_mg_dl:>7.1f}{acc.mae_mg_dl:>7.1f}"
+                f"{name + marker:<16}{h:>5g}{acc.n_pairs:>6}{acc.rmse_mg_dl:>7.1f}{acc.mae_mg_dl:>7.1f}"
                 f"{acc.mard_percent:>7.1f}{clarke:>28}{parkes:>28}{acc.coverage_95_percent:>8.1f}"
             )
     lines.append("* the hub's method")
