@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from models.twin.twin import DigitalTwin, TwinSettings
 from models.whatif import NO_ACTION, Scenario, ScenarioError, Trajectory, simulate, what_if
@@ -77,3 +79,21 @@ def test_scheduled_basal_can_be_named_explicitly(twin: DigitalTwin) -> None:
     assert low.eventual_mg_dl > high.eventual_mg_dl
     with pytest.raises(ScenarioError):
         what_if(twin, basal_u_per_h=-1.0)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    readings=st.lists(st.floats(50, 350), min_size=3, max_size=12),
+    bolus=st.floats(0.1, 10.0),
+    carbs=st.floats(1.0, 120.0),
+)
+def test_more_insulin_never_raises_and_more_carbs_never_lower_the_mean(readings, bolus, carbs) -> None:
+    """Safety property the recommender relies on (common random numbers across scenarios)."""
+    t = DigitalTwin.from_therapy_settings(SETTINGS, filter_kind="ekf")
+    for k, g in enumerate(readings):
+        t.update(g, 5.0 * k)
+    none, more_insulin, more_carbs = what_if(t, NO_ACTION, Scenario(bolus_u=bolus), Scenario(carbs_g=carbs),
+                                             horizon_min=150, n_samples=40)
+    assert np.all(more_insulin.mean_mg_dl <= none.mean_mg_dl + 1e-9)
+    assert np.all(more_carbs.mean_mg_dl >= none.mean_mg_dl - 1e-9)
+    assert more_insulin.min_mg_dl <= none.min_mg_dl + 1e-9
