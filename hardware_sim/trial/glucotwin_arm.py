@@ -38,6 +38,8 @@ from hardware_sim.trial.observation import ArmAction, ArmObservation, ArmSetup, 
 from models.twin.twin import DigitalTwin, TwinInputError
 
 ARM_NAME = "glucotwin"
+BOLUS_THRESHOLD_U = 0.075  # reported insulin beyond the expected basal counted as a bolus (1.5 pump pulses)
+BASAL_SLACK_U = 0.1  # pulse timing can put the delivered basal this far behind the expected one
 #: Rapid-acting insulin peak by age group (physiology.md: 75 min adult, 65 min child).
 INSULIN_PEAK_MIN = {"adult": 75.0, "adolescent": 75.0, "child": 65.0}
 
@@ -56,7 +58,15 @@ class GlucoTwinArmConfig:
     screen_horizon_min: float = 180.0
     screen_samples: int = 16
     rescue_interval_min: float = 15.0
+    min_consult_interval_min: float = 0.0  # outside meals, at most one consultation per this many minutes
     always_consult: bool = False  # True: the recommender at every decision (slower; for cost comparisons)
+
+
+#: The live hub's own cadence (edge.agent.pipeline: auto-advice when glucose < 80 or > 200 mg/dL or the 30-min
+#: forecast dips below 80, at most every 15 min; meals whenever announced).
+PIPELINE_CADENCE = GlucoTwinArmConfig(quiet_low_mg_dl=80.0, quiet_high_mg_dl=200.0, screen_every_min=5.0,
+                                      screen_low_mg_dl=80.0, screen_high_eventual_mg_dl=float("inf"),
+                                      screen_horizon_min=30.0, min_consult_interval_min=15.0)
 
 
 def therapy_settings_for(setup: ArmSetup, target_mg_dl: float = 110.0) -> tuple[TherapySettings, tuple[str, ...]]:
@@ -85,6 +95,7 @@ def therapy_settings_for(setup: ArmSetup, target_mg_dl: float = 110.0) -> tuple[
 @dataclass
 class _Memory:
     last_time_min: float | None = None
+    unexplained_u: float = 0.0  # reported delivery minus the basal the hub expected, not yet counted as a bolus
     last_reading_time_min: float | None = None
     running_rate_u_per_h: float | None = None  # what this arm believes the pump runs (None: schedule)
     temp_until_min: float = -math.inf
@@ -94,6 +105,7 @@ class _Memory:
     last_screen_min: float = -math.inf
     screen_says_act: bool = True
     consultations: int = 0
+    last_consult_min: float = -math.inf
     decisions: int = 0
     advice_kinds: dict[str, int] = field(default_factory=dict)
 
@@ -118,11 +130,15 @@ class GlucoTwinPolicy:
         rate = mem.running_rate_u_per_h if mem.running_rate_u_per_h is not None else scheduled
         delivered = float(obs.pump_delivered_u[0, -1]) if mem.last_time_min is not None else 0.0
         delivered = max(delivered, 0.0) if math.isfinite(delivered) else 0.0
-        basal_part = min(delivered, rate * dt / 60.0)
-        bolus_part = delivered - basal_part
-        basal_rate = basal_part * 60.0 / dt if dt > 0 else rate
-        if mem.last_time_min is None:
-            basal_rate = scheduled
+        # The pump delivers basal in pulses (0.05 U), so one 5-min total is 0 or 0.05 U at a child's 0.4 U/h:
+        # read as a rate, that would swing between 0 and 0.6 U/h and the twin would forecast rises and falls
+        # that are not there. The twin gets the basal rate the hub knows is running; what the pump reports
+        # beyond it accumulates and counts as a bolus once it exceeds one pulse.
+        mem.unexplained_u = max(mem.unexplained_u + delivered - rate * dt / 60.0, -BASAL_SLACK_U)
+        bolus_part = 0.0
+        if mem.unexplained_u > BOLUS_THRESHOLD_U:
+            bolus_part, mem.unexplained_u = mem.unexplained_u, 0.0
+        basal_rate = rate
         # Carbs announced or advised at the previous decision were eaten since: the twin gets them now. This
         # decision's announcement is NOT in the twin yet: the recommender is asked "what if I eat this?", as a
         # person asks the hub before eating (counting it in the twin as well would dose the meal twice).
@@ -145,6 +161,8 @@ class GlucoTwinPolicy:
         now = obs.time_min
         if cfg.always_consult or carbs_g > 0:
             return True
+        if now - mem.last_consult_min < cfg.min_consult_interval_min:
+            return False
         if glucose is None:
             return mem.running_rate_u_per_h is not None  # a temp runs on data that is now missing: re-check
         if glucose < cfg.quiet_low_mg_dl or glucose > cfg.quiet_high_mg_dl:
@@ -201,6 +219,7 @@ class GlucoTwinPolicy:
         if not self._needs_advice(obs, glucose, carbs_g):  # never true with carbs announced
             return action
         mem.consultations += 1
+        mem.last_consult_min = now
         advice = recommend(self._snapshot(obs), self.settings, self.limits, TwinPredictor(self.twin),
                            announced_carbs_g=carbs_g)
         mem.advice_kinds[advice.kind.value] = mem.advice_kinds.get(advice.kind.value, 0) + 1
@@ -229,6 +248,11 @@ class GlucoTwinPolicy:
 def make_glucotwin_arm(config: GlucoTwinArmConfig | None = None, name: str = ARM_NAME) -> PerSubjectArm:
     """The GlucoTwin arm over any number of rows (one policy per subject x seed)."""
     return PerSubjectArm(name, lambda setup: GlucoTwinPolicy(setup, config))
+
+
+def make_glucotwin_arm_pipeline_cadence() -> PerSubjectArm:
+    """Recommender consulted at the live hub's cadence (:data:`PIPELINE_CADENCE`)."""
+    return make_glucotwin_arm(PIPELINE_CADENCE, name="glucotwin-hub-cadence")
 
 
 def make_glucotwin_arm_every_step() -> PerSubjectArm:

@@ -131,3 +131,18 @@ def test_glucotwin_beats_basal_bolus_on_time_out_of_range_over_three_days():
     result = run_trial(["basal-bolus", "glucotwin"], cohort, TrialConfig(days=3.0, seeds=(1,), scenario="challenging"))
     out = {arm: 100 - rows.metrics["time_in_range_70_180_pct"].mean() for arm, rows in result.arms.items()}
     assert out["glucotwin"] < out["basal-bolus"]
+
+
+def test_hub_cadence_consults_at_most_every_15_minutes_outside_meals_but_always_for_a_meal():
+    from hardware_sim.trial.glucotwin_arm import PIPELINE_CADENCE
+
+    policy = GlucoTwinPolicy(one_row_setup(), PIPELINE_CADENCE)
+    stream = Stream(policy)
+    for _ in range(6):
+        stream.step(120.0)
+    before = policy.memory.consultations
+    for _ in range(3):  # 15 min of highs: one consultation only
+        stream.step(230.0)
+    assert policy.memory.consultations - before == 1
+    stream.step(230.0, carbs_g=40.0)  # a meal is always answered
+    assert policy.memory.consultations - before == 2

@@ -28,6 +28,12 @@ def make_glucotwin_every_step() -> Any:
     return make_glucotwin_arm_every_step()
 
 
+def make_glucotwin_hub_cadence() -> Any:
+    from hardware_sim.trial.glucotwin_arm import make_glucotwin_arm_pipeline_cadence
+
+    return make_glucotwin_arm_pipeline_cadence()
+
+
 def make_oref0() -> Any:
     from hardware_sim.trial.peers.oref0_arm import make_oref0_arm
 
@@ -49,6 +55,7 @@ def make_loop_automatic_bolus() -> Any:
 PEER_ARM_FACTORIES: dict[str, Callable[[], Any]] = {
     "glucotwin": make_glucotwin,
     "glucotwin-every-step": make_glucotwin_every_step,
+    "glucotwin-hub-cadence": make_glucotwin_hub_cadence,
     "oref0": make_oref0,
     "loop": make_loop,
     "loop-ab": make_loop_automatic_bolus,
