@@ -2,10 +2,11 @@
 
 Method (sampled propagation): draw ``n_samples`` states from N(x, P) (parameter uncertainty included, since
 theta is a state), propagate each through the MVP model (Euler, 2.5-min substeps) under the scenario's
-inputs, adding the filter's process noise (per-minute Q times the step) at every ``step_min`` output step; a CGM-comparable output adds the AR(1) sensor-noise state and
-the white measurement noise. Mean and the 2.5/97.5 % sample quantiles give the 95 % prediction interval.
-The same random draws are used for every scenario in one ``compare`` call (common random numbers), so the
-differences between scenarios come from the actions, not from the sampling.
+inputs, adding the filter's process noise (per-minute Q times the step) at every ``step_min`` output step;
+a CGM-comparable output ("sensor") adds the AR(1) sensor-noise state and the white measurement noise,
+"plasma" is G itself. Mean and the 2.5/97.5 % sample quantiles give the 95 % prediction interval.
+The same random draws are used for every scenario in one ``simulate`` / ``what_if`` call (common random
+numbers), so the differences between scenarios come from the actions, not from the sampling.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ class Trajectory:
                 float(np.interp(minute, self.minutes, self.upper_95_mg_dl)))
 
 
-def _draw_states(x: NDArray[np.float64], P: NDArray[np.float64], n: int, rng: np.random.Generator) -> NDArray[np.float64]:
+def _draw_states(
+    x: NDArray[np.float64], P: NDArray[np.float64], n: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
     P = 0.5 * (P + P.T)
     w, V = np.linalg.eigh(P)
     root = V * np.sqrt(np.clip(w, 0.0, None))

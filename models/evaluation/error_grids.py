@@ -61,7 +61,9 @@ def clarke_zones(reference_mg_dl: ArrayLike, predicted_mg_dl: ArrayLike) -> NDAr
     return zone
 
 
-def _piecewise(t: NDArray[np.float64], knots_t: NDArray[np.float64], knots_v: NDArray[np.float64]) -> NDArray[np.float64]:
+def _piecewise(
+    t: NDArray[np.float64], knots_t: NDArray[np.float64], knots_v: NDArray[np.float64]
+) -> NDArray[np.float64]:
     """Piecewise-linear through the knots, extended linearly past the last one (knots_t non-decreasing)."""
     value = np.interp(t, knots_t, knots_v)
     slope = (knots_v[-1] - knots_v[-2]) / (knots_t[-1] - knots_t[-2])

@@ -133,7 +133,8 @@ class OnlineIntervalScaler:
 
     def __init__(self, window: int = 500, min_count: int = 30, tolerance_min: float = 2.5, low: float = 0.5,
                  high: float = 4.0) -> None:
-        self.window, self.min_count, self.tolerance_min, self.low, self.high = window, min_count, tolerance_min, low, high
+        self.window, self.min_count, self.tolerance_min = window, min_count, tolerance_min
+        self.low, self.high = low, high
         self.scores: dict[float, deque[float]] = {}
         self.pending: deque[tuple[float, float, float, float, float]] = deque()
 

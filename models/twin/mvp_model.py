@@ -31,7 +31,7 @@ Insulin action reference Ip_ref (``insulin_action`` in ``from_therapy_settings``
   * "basal" (the twin's default): Ip_ref = the plasma insulin of the scheduled basal, so Ieff is the effect
     of insulin *above or below basal*, as the remote insulin X = p2*(I - Ib) of Bergman's minimal model
     (Bergman et al. 1979, Am J Physiol 236:E667) and of UVA/Padova. Glucose then relaxes at rate GEZI
-    (time constant ~7.5 h) and 1 U lowers glucose by about the ISF at its nadir (~4 h), as clinicians and the
+    (time constant ~7.5 h) and 1 U lowers glucose by about the ISF at its nadir (~5 h), as clinicians and the
     UVA/Padova subjects' correction factors expect. Basal mismatch shows up in the disturbance state, not
     in theta.
   * "zero": Kanderian's equations as published (Ip_ref = 0). The whole basal insulin effect multiplies G, so
@@ -41,7 +41,8 @@ Insulin action reference Ip_ref (``insulin_action`` in ``from_therapy_settings``
 
 Person-specific calibration from therapy settings (``from_therapy_settings``):
   * SI from the ISF at the target glucose: "basal": the linearised nadir drop after 1 U (``model_isf``)
-    equals the ISF (so a correction of 1 U from target + ISF lands on target); "zero": the integrated effect target*SI*1000/CI equals the ISF;
+    equals the ISF (so a correction of 1 U from target + ISF lands on target); "zero": the integrated
+    effect target*SI*1000/CI equals the ISF;
   * EGP0 holds glucose at the target under the basal rate: EGP0 = (GEZI + SI*(Ip_b - Ip_ref)) * target;
   * VG balances carbs and insulin: CR grams (1000*CR/VG) and 1 U (target*SI*1000/CI) have the same integrated
     glucose effect, so VG = CR*CI/(target*SI).
@@ -251,8 +252,9 @@ def model_isf_mg_dl_per_u(
 
     Basal-referenced action (Ip_ref > 0): the linearised nadir drop after 1 U at ``glucose_mg_dl`` (G * SI *
     the unit response). Because the effect is proportional to G, this is also (to a few %) the extra drop of
-    1 U given at target + ISF, i.e. a correction that lands on target: what a correction factor means. Zero-referenced (Kanderian as published): the integrated effect G * SI * 1000/CI (the
-    plasma-insulin area of 1 U is 1000/CI), since the nadir there saturates with the basal insulin level.
+    1 U given at target + ISF, i.e. a correction that lands on target: what a correction factor means.
+    Zero-referenced (Kanderian as published): the integrated effect G * SI * 1000/CI (the plasma-insulin area
+    of 1 U is 1000/CI), since the nadir there saturates with the basal insulin level.
     """
     theta_arr = np.asarray(theta, dtype=float)
     si = p.si_dl_per_mu_per_min * np.exp(theta_arr)
@@ -278,7 +280,8 @@ def from_therapy_settings(
         "target_mg_dl": (target_mg_dl, 60.0, 250.0),
     }
     for name, (value, low, high) in checks.items():
-        if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and low <= value <= high):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and low <= value <= high):
             raise ModelParameterError(f"{name}={value!r} outside {low:g}-{high:g}")
     if insulin_action not in ("basal", "zero"):
         raise ModelParameterError(f"insulin_action={insulin_action!r} must be 'basal' or 'zero'")

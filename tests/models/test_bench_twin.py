@@ -72,7 +72,8 @@ def test_what_if_cost_four_scenarios_180_min(benchmark, name: str) -> None:
     trace = make_trace(hours=6, seed=12)
     twin = DigitalTwin.from_therapy_settings(SETTINGS)
     for k, minute in enumerate(trace.minutes):
-        twin.update(float(trace.cgm_mg_dl[k]), minute, insulin_u=float(trace.bolus_u[k]), carbs_g=float(trace.carbs_g[k]))
+        twin.update(float(trace.cgm_mg_dl[k]), minute, insulin_u=float(trace.bolus_u[k]),
+                    carbs_g=float(trace.carbs_g[k]))
     scenarios = (NO_ACTION, Scenario(bolus_u=2.0), Scenario(carbs_g=30.0),
                  Scenario(temp_basal_u_per_h=0.0, temp_basal_duration_min=60.0))
     result = benchmark(lambda: what_if(twin, *scenarios, horizon_min=180, n_samples=WHATIF_SAMPLES[name]))

@@ -82,7 +82,8 @@ def test_registry_takes_new_methods_and_names_the_hub(monkeypatch) -> None:
     set_hub_method("onnx_stub_for_test")
     rep = replay(_recording(hours=3.0), SETTINGS, methods=["last_value", "onnx_stub_for_test"])
     assert rep.hub_method == "onnx_stub_for_test"
-    assert rep.accuracy["onnx_stub_for_test"][30.0].rmse_mg_dl == pytest.approx(rep.accuracy["last_value"][30.0].rmse_mg_dl)
+    stub, last = rep.accuracy["onnx_stub_for_test"][30.0], rep.accuracy["last_value"][30.0]
+    assert stub.rmse_mg_dl == pytest.approx(last.rmse_mg_dl)
     with pytest.raises(UnknownMethodError):
         make_method("nope", SETTINGS)
     with pytest.raises(UnknownMethodError):
