@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -480,13 +479,9 @@ def make_cgm_sensor(
     e2e_crc: bool = True,
     interval_min: int = 5,
     name: str = "GlucoTwin CGM",
-    random_seed: int | None = None,
 ) -> CgmSensorPeripheral:
-    """Convenience: a model with a config and its peripheral."""
+    """Convenience: a sensor model with the usual configuration, on the air (a virtual patient is a ``source``)."""
     from .cgm_model import CgmSensorConfig
 
     model = CgmSensorModel(source, CgmSensorConfig(interval_min=interval_min, e2e_crc=e2e_crc))
-    peripheral = CgmSensorPeripheral(model, clock, fault_plan, name=name)
-    if random_seed is not None:
-        peripheral._rng = random.Random(random_seed)
-    return peripheral
+    return CgmSensorPeripheral(model, clock, fault_plan, name=name)

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from bleak import BleakClient, BleakScanner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from bleak.exc import BleakError
 
 from firmware_bridge.codec import ids
@@ -120,6 +122,54 @@ def test_history_sequence_numbers_increase_and_every_event_encodes() -> None:
     assert sum(e.event_type == ids.HistoryEventType.REFERENCE_TIME for e in pump.history) >= 3
     for event in pump.history:
         assert ids.decode_history_data(ids.encode_history_data(event, e2e=True), e2e=True) == event
+
+
+_commands = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=600),  # sim minute offset of the command
+        st.sampled_from(["fast", "extended", "tbr_abs", "tbr_rel", "cancel_bolus", "cancel_tbr", "occlusion", "resolve"]),
+        st.floats(min_value=0.0, max_value=30.0, allow_nan=False),
+        st.integers(min_value=0, max_value=300),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(commands=_commands, reservoir_u=st.floats(min_value=0.0, max_value=60.0))
+def test_insulin_is_conserved_and_never_delivered_while_stopped(commands: list[tuple[int, str, float, int]], reservoir_u: float) -> None:
+    """Whatever is commanded: reservoir loss == delivered (basal + bolus) == what the sink received, the
+    reservoir never goes negative, and nothing is delivered while therapy is stopped."""
+    ledger = InsulinLedger()
+    pump = PumpModel(sink=ledger, reservoir_u=reservoir_u)
+    for minute, action, amount, duration in sorted(commands, key=lambda c: c[0]):
+        minute = max(minute, pump.now_min)
+        if action == "fast":
+            pump.set_bolus(ids.BolusType.FAST, amount, 0.0, 0, minute)
+        elif action == "extended":
+            pump.set_bolus(ids.BolusType.EXTENDED, 0.0, amount, duration, minute)
+        elif action == "tbr_abs":
+            pump.set_tbr(ids.TbrType.ABSOLUTE, amount, duration, minute)
+        elif action == "tbr_rel":
+            pump.set_tbr(ids.TbrType.RELATIVE, amount / 10, duration, minute)
+        elif action == "cancel_bolus" and pump.active_boluses():
+            pump.cancel_bolus(pump.active_boluses()[0].bolus_id, minute)
+        elif action == "cancel_tbr":
+            pump.cancel_tbr(minute)
+        elif action == "occlusion":
+            pump.inject_occlusion(minute)
+            stopped_at = ledger.total_u
+            pump.advance_to(minute + 30)
+            assert ledger.total_u == stopped_at
+        elif action == "resolve":
+            pump.resolve_occlusion(minute)
+    pump.advance_to(pump.now_min + 8 * 60)
+    delivered = pump.delivered_basal_u + pump.delivered_bolus_u
+    assert pump.reservoir_u >= 0
+    assert delivered == pytest.approx(ledger.total_u, abs=1e-6)
+    assert reservoir_u - pump.reservoir_u == pytest.approx(delivered, abs=1e-6)
+    assert all(b.delivered_u <= b.fast_u + b.extended_u + 1e-9 for b in pump.boluses.values())
+    assert [e.sequence for e in pump.history] == list(range(len(pump.history)))
 
 
 # -- GATT front end ---------------------------------------------------------------------------------------------
