@@ -209,6 +209,7 @@ class SimulatedPerson:
         self.events: list[PersonEvent] = []
         self.hub_errors = 0
         self._handled_advice: set[int] = set()
+        self._failures_seen: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
         self._meals_eaten = False
         self.report_path: Path | None = None
@@ -303,16 +304,22 @@ class SimulatedPerson:
             self._client = HubClient(url, self.config.http_timeout_s)
         return self._client
 
-    def _note(self, kind: str, **detail: Any) -> None:
+    def _note(self, kind: str, *, log: bool = True, **detail: Any) -> None:
         event = PersonEvent(round(self.clock.now_min(), 2), kind, detail)
         self.events.append(event)
-        logger.log(logging.WARNING if kind == "hub_error" else logging.INFO, "person at minute %.0f: %s %s",
-                   event.minute, kind, detail)
+        if log:
+            logger.log(logging.WARNING if kind == "hub_error" else logging.INFO, "person at minute %.0f: %s %s",
+                       event.minute, kind, detail)
 
     def _hub_failed(self, doing: str, error: Exception) -> None:
+        """Count and keep every failure; log a new kind of failure, and a reminder every 50 (the hub may be down
+        for hours)."""
         self.hub_errors += 1
-        if self.hub_errors <= 3 or self.hub_errors % 50 == 0:  # keep the log readable while the hub is down
-            self._note("hub_error", doing=doing, error=str(error), count=self.hub_errors)
+        what = (doing.split(" ")[0], str(error)[:40])
+        fresh = what not in self._failures_seen
+        self._failures_seen.add(what)
+        self._note("hub_error", log=fresh or self.hub_errors % 50 == 0, doing=doing, error=str(error),
+                   count=self.hub_errors)
 
     async def _announce(self, meal: PlannedMeal) -> None:
         if meal.carbs_announced_g is None:
@@ -409,9 +416,11 @@ class SimulatedPerson:
         counts: dict[str, int] = {}
         for event in self.events:
             counts[event.kind] = counts.get(event.kind, 0) + 1
-        return {"patient": self.patient.name, "events": counts, "hub_errors": self.hub_errors,
-                "carbs_eaten_g": round(self.patient.eaten_carbs_g, 1),
-                "insulin_delivered_u": round(self.patient.delivered_insulin_u, 2)}
+        history = self.patient.history
+        return {"patient": self.patient.name, "minute": self.patient.minute, "events": counts,
+                "hub_errors": self.hub_errors,
+                "carbs_eaten_g": round(sum(r.carbs_g for r in history), 1),  # so far (meals are planned ahead)
+                "insulin_delivered_u": round(sum(r.insulin_u for r in history), 2)}
 
 
 def _number(value: Any) -> float:
