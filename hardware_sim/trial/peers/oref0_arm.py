@@ -8,8 +8,8 @@ carb entries (the announced carbs), the running temp basal, and a profile made f
 Setup as in a typical oref1 rig: SMB with COB and after carbs, UAM on, rapid-acting exponential curve
 (DIA 6 h), autosens (8 h and 24 h, the lower ratio, refreshed every 30 min), target 110 mg/dL (the hub's),
 max IOB and max basal from the same age-group hard limits the hub uses (:func:`edge.safety.default_limits`),
-so every arm meets the same rails. The person boluses ``carbs / CR`` with the pump's wizard at each announced
-meal and follows the 15-15 rule for lows (:mod:`hardware_sim.trial.peers.person`).
+so every arm meets the same rails. The person boluses ``carbs / CR`` (at most the same max bolus) with the
+pump's wizard at each announced meal and follows the 15-15 rule for lows (:mod:`hardware_sim.trial.peers.person`).
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ class Oref0Policy:
         self.service = service
         self.id = f"{setup.row_labels[0]}#{next(self._ids)}"
         self.carb_ratio = float(setup.carb_ratio_g_per_u[0])
+        self.max_bolus_u = default_limits(setup.age_groups[0]).max_bolus_u  # the same rail as the hub and Loop
         self.epoch = SIM_EPOCH + timedelta(minutes=float(setup.start_time_of_day_min))
         self.rescue = RescueRule(self.config.habits)
         self.pending_events: list[dict[str, Any]] = []  # commanded since the last request, oldest first
@@ -138,7 +139,7 @@ class Oref0Policy:
         meal_bolus = 0.0
         if math.isfinite(carbs_g) and carbs_g > 0:
             carbs = [{"carbs": carbs_g, "created_at": stamp, "enteredBy": "trial"}]
-            meal_bolus = _floor_to(carbs_g / self.carb_ratio, BOLUS_INCREMENT_U)
+            meal_bolus = min(_floor_to(carbs_g / self.carb_ratio, BOLUS_INCREMENT_U), self.max_bolus_u)
             if meal_bolus > 0:
                 self.pending_events.append({"_type": "Bolus", "amount": meal_bolus, "programmed": meal_bolus,
                                             "unabsorbed": 0, "duration": 0, "timestamp": stamp})
