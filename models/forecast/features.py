@@ -32,6 +32,7 @@ Targets (training): (reading at now + h - last reading) / 50 for h in ``HORIZONS
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -116,14 +117,24 @@ def _weights(settings: FeatureSettings) -> dict[str, NDArray[np.float64]]:
     return w
 
 
-_WEIGHT_CACHE: dict[FeatureSettings, dict[str, NDArray[np.float64]]] = {}
+_WEIGHT_CACHE: dict[FeatureSettings, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+_INSULIN_FEATURES = tuple(n for n in FEATURE_NAMES if n.startswith("ins_"))
+_CARB_FEATURES = tuple(n for n in FEATURE_NAMES if n.startswith("carb_"))
 
 
 def feature_weights(settings: FeatureSettings) -> dict[str, NDArray[np.float64]]:
+    """Per-bin weight vector of every insulin and carb feature."""
+    return _weights(settings)
+
+
+def _weight_matrices(settings: FeatureSettings) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(INSULIN_BINS, n_ins) and (CARB_BINS, n_carb) matrices, cached per settings."""
     if settings not in _WEIGHT_CACHE:
         if len(_WEIGHT_CACHE) > 256:
             _WEIGHT_CACHE.clear()
-        _WEIGHT_CACHE[settings] = _weights(settings)
+        w = _weights(settings)
+        _WEIGHT_CACHE[settings] = (np.stack([w[n] for n in _INSULIN_FEATURES], axis=1),
+                                   np.stack([w[n] for n in _CARB_FEATURES], axis=1))
     return _WEIGHT_CACHE[settings]
 
 
@@ -168,12 +179,13 @@ def features_from_bins(
     col = 1 + GLUCOSE_BINS
     out[:, col] = 1.0 - np.isfinite(g).mean(axis=1)
     col += 1
-    w = feature_weights(settings)
-    ins = np.nan_to_num(ins) * known[:, None]
-    carbs = np.nan_to_num(carbs) * known[:, None]
-    for name in FEATURE_NAMES[col:-1]:
-        out[:, col] = (ins if name.startswith("ins_") else carbs) @ w[name]
-        col += 1
+    w_ins, w_carb = _weight_matrices(settings)
+    ins = np.where(np.isfinite(ins), ins, 0.0) * known[:, None]
+    carbs = np.where(np.isfinite(carbs), carbs, 0.0) * known[:, None]
+    out[:, col : col + w_ins.shape[1]] = ins @ w_ins
+    col += w_ins.shape[1]
+    out[:, col : col + w_carb.shape[1]] = carbs @ w_carb
+    col += w_carb.shape[1]
     out[:, col] = known
     out[~np.isfinite(last)] = 0.0  # no reading: the forecaster returns NaN anyway; keep the input finite
     return out.astype(np.float32), last
@@ -213,9 +225,13 @@ def bin_history(
     ``basal_changes``: (minute, U/h) in time order, NaN meaning "back to the scheduled rate". The delivered
     rate minus the scheduled rate, integrated over each bin's interval [now - 5(k+1), now - 5k), is that
     bin's basal deviation (U)."""
-    g = np.full(GLUCOSE_BINS, np.nan)
-    g_at = np.full(GLUCOSE_BINS, -np.inf)
-    for t, v in glucose:
+    g = [math.nan] * GLUCOSE_BINS
+    g_at = [-math.inf] * GLUCOSE_BINS
+    oldest = now_minute - GLUCOSE_BINS * BIN_MIN - 60.0  # readings arrive in time order (60 min of slack)
+    readings = glucose if isinstance(glucose, Sequence | deque) else list(glucose)
+    for t, v in reversed(readings):
+        if t < oldest:
+            break
         k = _bin_index(now_minute, t)
         if 0 <= k < GLUCOSE_BINS and math.isfinite(v) and t > g_at[k]:
             g[k], g_at[k] = v, t
@@ -248,7 +264,7 @@ def bin_history(
                 overlap = min(end, b_end) - max(start, b_start)
                 if overlap > 0:
                     ins[k] += deviation_u_per_min * overlap
-    return g[None, :], ins[None, :], c[None, :]
+    return np.array(g)[None, :], ins[None, :], c[None, :]
 
 
 def grid_targets(glucose_mg_dl: NDArray, horizons_min: Sequence[float] = HORIZONS_MIN) -> NDArray[np.float64]:

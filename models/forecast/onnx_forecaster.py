@@ -27,6 +27,7 @@ models.forecast.onnx_plugin``). Importing this module alone changes no global st
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -134,6 +135,51 @@ def feature_settings(settings: TwinSettings) -> FeatureSettings:
                            settings.insulin_peak_min, settings.insulin_duration_min)
 
 
+class _MaturingQueue:
+    """Forecasts waiting for the reading at their target time, per horizon (targets arrive in time order)."""
+
+    def __init__(self, tolerance_min: float) -> None:
+        self.tolerance_min = tolerance_min
+        self.queues: dict[float, deque[tuple[float, tuple[float, ...]]]] = {}
+
+    def add(self, target_minute: float, h: float, payload: tuple[float, ...]) -> None:
+        self.queues.setdefault(h, deque()).append((target_minute, payload))
+
+    def matured(self, minute: float) -> list[tuple[float, tuple[float, ...]]]:
+        """(horizon, payload) of every forecast whose target is within the tolerance of ``minute``; forecasts
+        whose target has passed without a reading are dropped."""
+        out = []
+        for h, queue in self.queues.items():
+            while queue and queue[0][0] < minute - self.tolerance_min:
+                queue.popleft()
+            for target, payload in queue:
+                if target > minute + self.tolerance_min:
+                    break
+                out.append((h, payload))
+            while queue and abs(queue[0][0] - minute) <= self.tolerance_min:
+                queue.popleft()
+        return out
+
+
+class _SortedWindow:
+    """The last ``size`` values, also kept sorted (order statistics in O(log n) + a short memmove)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fifo: deque[float] = deque()
+        self.sorted: list[float] = []
+
+    def append(self, value: float) -> None:
+        self.fifo.append(value)
+        bisect.insort(self.sorted, value)
+        if len(self.fifo) > self.size:
+            old = self.fifo.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+
+    def __len__(self) -> int:
+        return len(self.fifo)
+
+
 class OnlineConformal:
     """Online split-conformal widening of quantile bands, per horizon (see the module docstring)."""
 
@@ -142,31 +188,28 @@ class OnlineConformal:
         self.coverage = coverage
         self.window = window
         self.min_count = min_count
-        self.tolerance_min = tolerance_min
-        self.scores: dict[float, deque[float]] = {}
-        self.pending: deque[tuple[float, float, float, float]] = deque()  # (target, h, lower, upper)
+        self.scores: dict[float, _SortedWindow] = {}
+        self.pending = _MaturingQueue(tolerance_min)
 
     def record(self, now_minute: float, horizons: NDArray, lower: NDArray, upper: NDArray) -> None:
         for h, lo, hi in zip(horizons, lower, upper):
             if math.isfinite(lo) and math.isfinite(hi):
-                self.pending.append((now_minute + float(h), float(h), float(lo), float(hi)))
+                self.pending.add(now_minute + float(h), float(h), (float(lo), float(hi)))
 
     def observe(self, minute: float, glucose_mg_dl: float) -> None:
-        keep: deque[tuple[float, float, float, float]] = deque()
-        for target, h, lo, hi in self.pending:
-            if abs(target - minute) <= self.tolerance_min:
-                self.scores.setdefault(h, deque(maxlen=self.window)).append(max(lo - glucose_mg_dl, glucose_mg_dl - hi))
-            elif target > minute - self.tolerance_min:
-                keep.append((target, h, lo, hi))
-        self.pending = keep
+        for h, (lo, hi) in self.pending.matured(minute):
+            window = self.scores.setdefault(h, _SortedWindow(self.window))
+            window.append(max(lo - glucose_mg_dl, glucose_mg_dl - hi))
 
     def margin(self, h: float) -> float:
-        s = self.scores.get(float(h))
-        if s is None or len(s) < self.min_count:
+        """The ceil((n + 1) * coverage)-th smallest score (the largest when that exceeds n); 0 until
+        ``min_count`` scores exist."""
+        window = self.scores.get(float(h))
+        if window is None or len(window) < self.min_count:
             return 0.0
-        n = len(s)
-        level = min(1.0, math.ceil((n + 1) * self.coverage) / n)
-        return float(np.quantile(np.fromiter(s, float), level))
+        n = len(window)
+        k = min(n, math.ceil((n + 1) * self.coverage))
+        return window.sorted[k - 1]
 
     def calibrate(self, horizons: NDArray, lower: NDArray, upper: NDArray) -> tuple[NDArray, NDArray]:
         q = np.array([self.margin(float(h)) for h in horizons])
@@ -260,26 +303,28 @@ class OnlineBlendWeights:
         self.prior = prior_weight_a
         self.window = window
         self.min_count = min_count
-        self.tolerance_min = tolerance_min
         self.pairs: dict[float, deque[tuple[float, float]]] = {}
-        self.pending: deque[tuple[float, float, float, float]] = deque()  # (target, h, mean_a, mean_b)
+        self.pending = _MaturingQueue(tolerance_min)
+        self._cache: dict[float, float] = {}
 
     def record(self, now_minute: float, horizons: NDArray, mean_a: NDArray, mean_b: NDArray) -> None:
         for h, a, b in zip(horizons, mean_a, mean_b):
             if math.isfinite(a) and math.isfinite(b):
-                self.pending.append((now_minute + float(h), float(h), float(a), float(b)))
+                self.pending.add(now_minute + float(h), float(h), (float(a), float(b)))
 
     def observe(self, minute: float, glucose_mg_dl: float) -> None:
-        keep: deque[tuple[float, float, float, float]] = deque()
-        for target, h, a, b in self.pending:
-            if abs(target - minute) <= self.tolerance_min:
-                self.pairs.setdefault(h, deque(maxlen=self.window)).append((glucose_mg_dl - a, glucose_mg_dl - b))
-            elif target > minute - self.tolerance_min:
-                keep.append((target, h, a, b))
-        self.pending = keep
+        for h, (a, b) in self.pending.matured(minute):
+            self.pairs.setdefault(h, deque(maxlen=self.window)).append((glucose_mg_dl - a, glucose_mg_dl - b))
+            self._cache.pop(h, None)
 
     def weight_a(self, h: float) -> float:
-        pairs = self.pairs.get(float(h))
+        h = float(h)
+        if h not in self._cache:
+            self._cache[h] = self._weight(h)
+        return self._cache[h]
+
+    def _weight(self, h: float) -> float:
+        pairs = self.pairs.get(h)
         if pairs is None or len(pairs) < self.min_count:
             return self.prior
         e = np.array(pairs)
