@@ -46,7 +46,7 @@ Q_PER_MIN_DEFAULT = np.array([
     2e-10,    # Ieff
     0.5,      # G (mg/dL)^2
     0.05,     # Gsc
-    1e-5,     # theta: sd ~0.17 over a day
+    1e-5,     # theta: sd ~0.12 over a day
     0.002,    # dist (mg/dL/min)^2: stationary sd ~0.42 with tau 180 min
     3.2,      # noise: stationary sd 8 mg/dL with tau 40 min
 ])

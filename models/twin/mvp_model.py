@@ -19,7 +19,8 @@ State x (index constants below), all per person, time in minutes:
     dIeff/dt = -p2*Ieff + p2*SI*exp(theta)*(Ip - Ip_ref)
     dG/dt    = -(GEZI + Ieff)*G + EGP0 + 1000*D2/(VG*tm) + dist
     dGsc/dt  = (G - Gsc)/tsc
-    dtheta/dt = 0;  d(dist)/dt = -dist/tau_dist;  d(noise)/dt = -noise/tau_noise   (+ process noise)
+    dtheta/dt = 0 (or -theta/tau_theta if theta_tau_min > 0);  d(dist)/dt = -dist/tau_dist;
+    d(noise)/dt = -noise/tau_noise   (+ process noise)
 
     CGM reading = Gsc + noise + white noise.
 
@@ -88,12 +89,13 @@ class MVPParameters:
     dist_tau_min: float = 180.0
     noise_tau_min: float = 40.0
     ip_ref_mu_dl: float = 0.0
+    theta_tau_min: float = 0.0  # 0: theta is a pure random walk; > 0: it reverts to 0 (the settings)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not (isinstance(value, int | float) and math.isfinite(value)):
                 raise ModelParameterError(f"{name}={value!r} must be a finite number")
-            if value < 0 or (value == 0 and name not in ("egp0_mg_dl_per_min", "ip_ref_mu_dl")):
+            if value < 0 or (value == 0 and name not in ("egp0_mg_dl_per_min", "ip_ref_mu_dl", "theta_tau_min")):
                 raise ModelParameterError(f"{name}={value!r} must be positive")
 
     def to_dict(self) -> dict[str, float]:
@@ -133,7 +135,7 @@ def derivatives(
     dx[..., IEFF] = p.p2_per_min * (p.si_dl_per_mu_per_min * np.exp(theta) * (ip - p.ip_ref_mu_dl) - ieff)
     dx[..., G] = -(p.gezi_per_min + ieff) * g + p.egp0_mg_dl_per_min + 1000.0 * d2 / (p.vg_dl * tm) + dist
     dx[..., GSC] = (g - gsc) / p.tsc_min
-    dx[..., THETA] = 0.0
+    dx[..., THETA] = -theta / p.theta_tau_min if p.theta_tau_min > 0 else 0.0
     dx[..., DIST] = -dist / p.dist_tau_min
     dx[..., NOISE] = -noise / p.noise_tau_min
     return dx
@@ -160,6 +162,8 @@ def jacobian(x: NDArray[np.float64], p: MVPParameters) -> NDArray[np.float64]:
     J[GSC, G] = 1.0 / p.tsc_min
     J[GSC, GSC] = -1.0 / p.tsc_min
     J[DIST, DIST] = -1.0 / p.dist_tau_min
+    if p.theta_tau_min > 0:
+        J[THETA, THETA] = -1.0 / p.theta_tau_min
     J[NOISE, NOISE] = -1.0 / p.noise_tau_min
     return J
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -54,8 +55,9 @@ def test_unknown_insulin_action_is_refused() -> None:
         mvp.from_therapy_settings(1.0, 50.0, 10.0, insulin_action="sideways")
 
 
-def test_analytic_jacobian_matches_finite_differences() -> None:
-    p = mvp.from_therapy_settings(1.0, 50.0, 10.0)
+@pytest.mark.parametrize("theta_tau_min", [0.0, 300.0])
+def test_analytic_jacobian_matches_finite_differences(theta_tau_min: float) -> None:
+    p = replace(mvp.from_therapy_settings(1.0, 50.0, 10.0), theta_tau_min=theta_tau_min)
     x = mvp.steady_state(p, 1.0, 150.0)
     x[mvp.D1], x[mvp.D2], x[mvp.THETA], x[mvp.DIST] = 20.0, 10.0, 0.2, 0.3
     J = mvp.jacobian(x, p)
@@ -65,6 +67,15 @@ def test_analytic_jacobian_matches_finite_differences() -> None:
         dx[j] = eps * max(1.0, abs(x[j]))
         numeric = (mvp.derivatives(x + dx, p) - mvp.derivatives(x - dx, p)) / (2 * dx[j])
         assert np.allclose(J[:, j], numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_theta_reverts_to_the_settings_only_when_asked() -> None:
+    p = mvp.from_therapy_settings(1.0, 50.0, 10.0)
+    x = mvp.steady_state(p, 1.0, 110.0)
+    x[mvp.THETA] = 1.0
+    assert mvp.step(x, 100.0, p, mvp.basal_mu_per_min(1.0))[mvp.THETA] == pytest.approx(1.0)
+    reverting = replace(p, theta_tau_min=100.0)
+    assert mvp.step(x, 100.0, reverting, mvp.basal_mu_per_min(1.0))[mvp.THETA] == pytest.approx(math.exp(-1), rel=0.01)
 
 
 def test_euler_and_rk4_agree_and_bolus_lowers_glucose() -> None:
