@@ -12,9 +12,9 @@ the dynamics (Ieff*G and SI*exp(theta)*Ip).
 
 The UKF is the default: with readings every 5 min either cost is negligible on a Pi-class hub, and the
 UKF handles the log-sensitivity state without linearisation error. The EKF is kept as the measured baseline.
-Measured per reading (tests/models/test_bench_twin.py, 2 shared cores under load ~13, min / p50):
-EKF 0.28 / 0.39 ms; UKF vectorised 0.59 / 1.3 ms; UKF RK4 0.87 / 1.3 ms; UKF with filterpy's per-sigma-point
-loop 2.3 / 10.9 ms. On 30 UVA/Padova subjects x 3 days (hardware_sim cohort and sensor) the UKF and EKF
+Measured per reading (tests/models/test_bench_twin.py, 2 shared cores at load ~9, min / p50 / p99):
+EKF 0.26 / 0.36 / 5.4 ms; UKF vectorised 0.54 / 0.71 / 9.3 ms; UKF RK4 0.93 / 1.15 / 9.7 ms; UKF with
+filterpy's own per-sigma-point loop 2.2 / 3.9 / 22.9 ms (p99 is dominated by the other jobs on the machine). On 30 UVA/Padova subjects x 3 days (hardware_sim cohort and sensor) the UKF and EKF
 twins forecast equally well (RMSE within 0.5 mg/dL at 30/60/120 min), so the EKF is a safe cheaper switch.
 
 Process noise is given per minute and scaled by the step length (a random-walk approximation).
