@@ -464,8 +464,8 @@ def attach_patient(args: argparse.Namespace, clock: Any, devices: Sequence[Any])
     Called by ``hardware_sim.cli.build_devices`` when ``--patient`` is given (inside ``serve``'s event loop), so
     every other ``sim serve`` option (warm-up, dialects, reservoir, faults...) still applies. The CGM's glucose
     source becomes the patient; the pump's insulin goes to the patient and its basal program becomes the
-    subject's steady-state basal rate (the pump's history shows that rate change at minute 0, as when a
-    clinician programs a new pump).
+    subject's steady-state basal rate rounded to 0.01 U/h (the pump's history shows that rate change at
+    minute 0, as when a clinician programs a new pump).
     """
     from hardware_sim.devices.cgm_sensor import CgmSensorPeripheral
     from hardware_sim.devices.ids_pump import IdsPumpPeripheral
@@ -485,7 +485,7 @@ def attach_patient(args: argparse.Namespace, clock: Any, devices: Sequence[Any])
     pump_model = None
     if pumps:
         pump_model = pumps[0].model
-        pump_model.basal_profile = ((0, patient.basal_u_per_h),)
+        pump_model.basal_profile = ((0, patient.pump_basal_u_per_h()),)  # a rate the pump can program
         pump_model.sink = patient
         patient.attach_pump(pump_model)
     hub_url = hub_url_from(args.person_hub_url, args.person_hub_url_file)

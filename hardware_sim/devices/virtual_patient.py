@@ -128,6 +128,18 @@ class VirtualPatient:
         """The steady-state basal rate (u2ss * BW / 6000 * 60): the pump's basal program for this subject."""
         return float(self.cohort.basal_u_per_h[0])
 
+    def pump_basal_u_per_h(self, increment_u_per_h: float = 0.01) -> float:
+        """The basal program a pump can hold: the steady-state rate rounded to the pump's increment.
+
+        Pumps program basal in steps (0.01 U/h here; IDS carries it as an exact SFLOAT), so the patient gets
+        slightly more or less than the exact steady state (adult#001: 1.27 vs 1.2674 U/h) and drifts a little
+        over a fasting day, as real people do.
+        """
+        if not increment_u_per_h > 0:
+            raise VirtualPatientError("the basal increment must be > 0")
+        steps = max(1, round(self.basal_u_per_h / increment_u_per_h))
+        return round(steps * increment_u_per_h, 6)
+
     def therapy(self) -> dict[str, float | str]:
         """Therapy settings a clinician would start this subject on, in the hub's config vocabulary.
 
@@ -141,7 +153,7 @@ class VirtualPatient:
         return {
             "age_group": c.age_groups[0],
             "body_weight_kg": round(float(c.body_weight_kg[0]), 1),
-            "basal_u_per_h": round(self.basal_u_per_h, 3),
+            "basal_u_per_h": self.pump_basal_u_per_h(),
             "insulin_sensitivity_mg_dl_per_u": round(1800.0 / float(c.total_daily_insulin_u[0]), 1),
             "carb_ratio_g_per_u": round(float(c.carb_ratio_g_per_u[0]), 1),
             "quest_correction_factor_mg_dl_per_u": round(float(c.correction_factor_mg_dl_per_u[0]), 1),

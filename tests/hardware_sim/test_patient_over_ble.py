@@ -16,7 +16,13 @@ import numpy as np
 import pytest
 
 from firmware_bridge.sessions.cgm_session import CgmSession, CgmSessionConfig
-from firmware_bridge.sessions.pump_session import CommandOutcome, ConfirmedCommand, PumpSession, PumpSessionConfig
+from firmware_bridge.sessions.pump_session import (
+    CommandOutcome,
+    ConfirmedCommand,
+    PumpSession,
+    PumpSessionConfig,
+    PumpStatus,
+)
 from firmware_bridge.sessions.tracking import Reading
 from hardware_sim.air.inprocess import InProcessAir
 from hardware_sim.clock import SimClock
@@ -42,6 +48,7 @@ class WorldRun:
     patient: VirtualPatient
     pump: PumpModel
     outcome: CommandOutcome | None
+    status: PumpStatus | None
 
 
 async def _wait_for_offset(readings: list[Reading], offset_min: int, timeout_s: float = 20.0) -> None:
@@ -55,13 +62,14 @@ async def _wait_for_offset(readings: list[Reading], offset_min: int, timeout_s: 
 async def run_world(bolus: bool) -> WorldRun:
     clock = SimClock(START, manual=True)
     patient = VirtualPatient(SUBJECT, seed=SEED, start_time_of_day_min=START.hour * 60 + START.minute)
-    pump_model = PumpModel(sink=patient, basal_profile=((0, patient.basal_u_per_h),), epoch=clock.start)
+    pump_model = PumpModel(sink=patient, basal_profile=((0, patient.pump_basal_u_per_h()),), epoch=clock.start)
     patient.attach_pump(pump_model)
     sensor = CgmSensorPeripheral(CgmSensorModel(patient, CgmSensorConfig(e2e_crc=True)), clock)
     pump = IdsPumpPeripheral(pump_model, clock)
     patient.eat(MEAL_G, at_min=MEAL_MIN)  # the person eats; the hub is told nothing but what the devices send
     readings: list[Reading] = []
     outcome: CommandOutcome | None = None
+    status: PumpStatus | None = None
     sensor.start()
     pump.start()
     async with InProcessAir([sensor, pump], clock) as air, air.radio() as radio:
@@ -76,12 +84,13 @@ async def run_world(bolus: bool) -> WorldRun:
                     units = round(MEAL_G / float(patient.therapy()["carb_ratio_g_per_u"]), 1)
                     async with PumpSession(radio, PumpSessionConfig(scan_timeout_s=2.0)) as session:
                         outcome = await session.execute(ConfirmedCommand.fast_bolus(units, confirmed_by="test person"))
+                        status = await session.read_status()
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
     await sensor.stop()
     await pump.stop()
-    return WorldRun(readings, patient, pump_model, outcome)
+    return WorldRun(readings, patient, pump_model, outcome, status)
 
 
 @pytest.fixture(scope="module")
@@ -119,8 +128,9 @@ def test_the_confirmed_bolus_reaches_the_patient_and_bends_the_trace_down(runs: 
     bolused, twin = runs
     assert bolused.outcome is not None and bolused.outcome.accepted
     assert twin.outcome is None
+    assert bolused.status is not None and bolused.status.basal_rate_u_per_h == 1.27  # the subject's, as programmed
     units = round(MEAL_G / float(bolused.patient.therapy()["carb_ratio_g_per_u"]), 1)
-    basal_u = bolused.patient.basal_u_per_h * END_MIN / 60
+    basal_u = bolused.patient.pump_basal_u_per_h() * END_MIN / 60
     assert bolused.pump.delivered_bolus_u == pytest.approx(units)
     assert bolused.patient.delivered_insulin_u == pytest.approx(units + basal_u, rel=1e-6)
     assert twin.patient.delivered_insulin_u == pytest.approx(basal_u, rel=1e-6)

@@ -304,7 +304,7 @@ def test_sim_serve_patient_option_puts_the_patient_behind_both_devices(tmp_path:
     patient = sensor.model.source
     assert isinstance(patient, VirtualPatient) and patient.name == "adult#002" and patient.seed == 3
     assert sensor.model.config.warmup_min == 30  # the other options still apply
-    assert pump.model.sink is patient and pump.model.basal_profile == ((0, patient.basal_u_per_h),)
+    assert pump.model.sink is patient and pump.model.basal_profile == ((0, 1.37),)  # adult#002: 1.3736 U/h
     assert len(people) == 1 and patient.eaten_carbs_g > 30 * 150  # a month of realistic meals planned
     assert patient._sensitivity is not None  # the realistic scenario's sensitivity drift reaches the patient
     with pytest.raises(PersonError):

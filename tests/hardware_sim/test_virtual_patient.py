@@ -40,7 +40,7 @@ def test_is_a_glucose_source_and_an_insulin_sink() -> None:
     patient = VirtualPatient(SUBJECT)
     assert isinstance(patient, GlucoseSource) and isinstance(patient, InsulinSink)
     therapy = patient.therapy()
-    assert therapy["age_group"] == "adult" and therapy["basal_u_per_h"] == pytest.approx(patient.basal_u_per_h, abs=1e-3)
+    assert therapy["age_group"] == "adult" and therapy["basal_u_per_h"] == patient.pump_basal_u_per_h() == 1.27
     assert therapy["carb_ratio_g_per_u"] == 10.0  # Quest table
     assert 20 < float(therapy["insulin_sensitivity_mg_dl_per_u"]) < 60  # 1800 / TDI (50.4 U)
 
@@ -52,6 +52,16 @@ def test_the_pumps_basal_keeps_the_fasting_subject_at_steady_state() -> None:
     assert np.max(np.abs(trace - start)) < 2.0
     assert patient.delivered_insulin_u == pytest.approx(6 * patient.basal_u_per_h, rel=1e-6)
     assert patient.late_insulin_u == 0.0  # pulled from the pump before every step
+
+
+def test_a_basal_program_rounded_to_the_pump_increment_stays_close_to_steady_state() -> None:
+    patient = VirtualPatient(SUBJECT)
+    assert patient.pump_basal_u_per_h() == 1.27 and patient.pump_basal_u_per_h(0.05) == 1.25
+    pump = PumpModel(sink=patient, basal_profile=((0, patient.pump_basal_u_per_h()),))
+    patient.attach_pump(pump)
+    start = patient.true_interstitial_glucose_mg_dl(0)
+    after = patient.true_interstitial_glucose_mg_dl(12 * 60)
+    assert after < start and start - after < 10  # 0.2% more insulin: a small fall over 12 h
 
 
 def test_without_basal_glucose_climbs() -> None:
