@@ -94,13 +94,14 @@ def latency_store_only(workdir: Path, count: int) -> list[float]:
     return out
 
 
-def latency_pipeline(workdir: Path, count: int, profile: cProfile.Profile | None = None) -> tuple[list[float], int]:
+def latency_pipeline(workdir: Path, count: int, profile: cProfile.Profile | None = None, *,
+                     auto_advice: bool = True) -> tuple[list[float], int]:
     """ms per ``on_reading`` (the hub's clock = the reading's time, as live) and how many stored advice."""
-    path = workdir / "pipeline.sqlite"
+    path = workdir / f"pipeline-{auto_advice}.sqlite"
     store = HubStore(path)
     outbox = Outbox(sqlite_utils.Database(store.conn))
     clock = [START_MS]
-    pipeline = HubPipeline(store, hub_config(path), outbox=outbox, now_ms=lambda: clock[0])
+    pipeline = HubPipeline(store, hub_config(path), outbox=outbox, now_ms=lambda: clock[0], auto_advice=auto_advice)
     out = []
     advice = 0
     try:
@@ -259,12 +260,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store_ms = latency_store_only(workdir, args.readings)
         profile = cProfile.Profile() if args.profile else None
         pipe_ms, advice = latency_pipeline(workdir, args.readings, profile)
+        quiet_ms, _ = latency_pipeline(workdir, args.readings, auto_advice=False)
         results["latency_ms"] = {
             "store only (HubStore.add_reading)": {"p50": percentile(store_ms, 50), "p99": percentile(store_ms, 99),
                                                   "mean": statistics.fmean(store_ms)},
             "full pipeline (HubPipeline.on_reading)": {"p50": percentile(pipe_ms, 50),
                                                        "p99": percentile(pipe_ms, 99),
                                                        "mean": statistics.fmean(pipe_ms), "advice_stored": advice},
+            "full pipeline, auto-advice off": {"p50": percentile(quiet_ms, 50), "p99": percentile(quiet_ms, 99),
+                                               "mean": statistics.fmean(quiet_ms)},
         }
         if profile is not None:
             results["pipeline_parts_ms_per_reading"] = profile_parts(profile, args.readings)

@@ -91,7 +91,8 @@ def test_the_benchmark_results_hold_what_the_table_prints() -> None:
                               acceleration=60.0, profile=True)
     results = run(args)
     latency = results["latency_ms"]
-    assert set(latency) == {"store only (HubStore.add_reading)", "full pipeline (HubPipeline.on_reading)"}
+    assert set(latency) == {"store only (HubStore.add_reading)", "full pipeline (HubPipeline.on_reading)",
+                            "full pipeline, auto-advice off"}
     for row in latency.values():
         assert 0 < row["p50"] <= row["p99"]
     assert results["year"]["readings"] == 300
