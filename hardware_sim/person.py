@@ -379,20 +379,23 @@ class SimulatedPerson:
             await self._confirm(advice_id, "rescue carbs")
         elif wants_insulin and (from_meal or self.config.confirm_corrections):
             self._handled_advice.add(advice_id)
-            if await self._confirm(advice_id, str(kind)):
+            answer = await self._confirm(advice_id, str(kind))
+            if answer is not None:
+                pump = answer.get("pump") if isinstance(answer.get("pump"), dict) else {}
                 self._note("bolus_confirmed" if from_meal else "advice_confirmed", recommendation_id=advice_id,
-                           advice_kind=kind, bolus_u=_number(payload.get("bolus_u")))
+                           advice_kind=kind, bolus_u=_number(payload.get("bolus_u")),
+                           pump_delivered=pump.get("delivered"), pump_error=pump.get("error"))
 
-    async def _confirm(self, advice_id: int, what: str) -> bool:
+    async def _confirm(self, advice_id: int, what: str) -> dict[str, Any] | None:
+        """The hub's answer, or None when it failed (never retried: the dose may have gone out anyway)."""
         hub = self._hub()
         if hub is None:
-            return False
+            return None
         try:
-            await asyncio.to_thread(hub.confirm, advice_id)
+            return await asyncio.to_thread(hub.confirm, advice_id)
         except HubUnavailableError as error:
             self._hub_failed(f"confirm {what} #{advice_id}", error)
-            return False
-        return True
+            return None
 
     def report(self) -> dict[str, Any]:
         """Who the patient is, what the person plans, what happened so far (JSON-ready)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.codec.ids import BolusType
-from hardware_sim.devices.glucose_source import GlucoseSource, InsulinSink
+from hardware_sim.devices.glucose_source import GlucoseSource, InsulinLedger, InsulinSink, ScriptedTrace
 from hardware_sim.devices.pump_model import PumpModel
 from hardware_sim.devices.virtual_patient import VirtualPatient, VirtualPatientError
 from hardware_sim.patient import UvaPadovaCohortModel, load_cohort
@@ -204,3 +206,35 @@ def test_bad_input_is_refused_with_a_typed_error() -> None:
     with pytest.raises(VirtualPatientError):
         patient.attach_pump(object())
     assert patient.delivered_insulin_u == 0 and patient.eaten_carbs_g == 0  # nothing half-applied
+
+
+def _six_hours_of_devices(source_and_sink: Callable[[], tuple[Any, Any]]) -> float:
+    """What ``sim serve`` does per patient: the pump delivers every minute, the CGM reads every 5 minutes."""
+    source, sink = source_and_sink()
+    pump = PumpModel(sink=sink, basal_profile=((0, 1.27),))
+    total = 0.0
+    for minute in range(1, 6 * 60 + 1):
+        pump.advance_to(minute)
+        if minute % 5 == 0:
+            total += source.interstitial_glucose_mg_dl(minute)
+    return total
+
+
+def _patient() -> tuple[Any, Any]:
+    patient = VirtualPatient(SUBJECT, seed=1)
+    patient.eat(60, at_min=30)
+    return patient, patient
+
+
+def _scripted() -> tuple[Any, Any]:
+    return ScriptedTrace.demo_day(), InsulinLedger()
+
+
+@pytest.mark.benchmark(group="6 sim-hours of CGM + pump: per-minute cost of the world")
+def test_benchmark_virtual_patient(benchmark: Any) -> None:
+    assert benchmark(_six_hours_of_devices, _patient) > 0
+
+
+@pytest.mark.benchmark(group="6 sim-hours of CGM + pump: per-minute cost of the world")
+def test_benchmark_baseline_scripted_trace(benchmark: Any) -> None:
+    assert benchmark(_six_hours_of_devices, _scripted) > 0
