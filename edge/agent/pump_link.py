@@ -90,13 +90,16 @@ async def follow_pump(radio: Radio, runtime: HubRuntime, *, now_ms: Callable[[],
             async with PumpSession(radio) as pump:
                 runtime.devices["pump"] = "connected"
                 backoff_s = 1.0
+                one_at_a_time = asyncio.Lock()  # polling and a confirmed dose never share the control points
 
                 async def execute(payload: dict[str, Any]) -> dict[str, Any]:
-                    return await _execute(pump, payload, importer, runtime, now_ms)
+                    async with one_at_a_time:
+                        return await _execute(pump, payload, importer, runtime, now_ms)
 
                 runtime.pump_executor = execute
                 while True:
-                    await _poll(pump, importer, runtime, now_ms)
+                    async with one_at_a_time:
+                        await _poll(pump, importer, runtime, now_ms)
                     await asyncio.sleep(POLL_EVERY_S)
         except asyncio.CancelledError:
             raise
@@ -134,6 +137,9 @@ async def _execute(pump: PumpSession, payload: dict[str, Any], importer: History
             results["temp_basal"] = (await pump.execute(command)).as_json_dict()
     except (CommandRefusedError, OutcomeUnknownError, PumpSessionError) as error:
         results["error"] = f"{type(error).__name__}: {error}"
-    await _poll(pump, importer, runtime, now_ms)
     results["delivered"] = "error" not in results
+    try:
+        await _poll(pump, importer, runtime, now_ms)  # the history is the truth of what was delivered
+    except Exception as error:  # the dose is sent; reading it back can wait for the next poll
+        results["history_refresh"] = f"deferred ({type(error).__name__})"
     return results

@@ -137,11 +137,17 @@ def create_hub_app(runtime: HubRuntime) -> FastAPI:
             raise HTTPException(404, f"no recommendation {request.recommendation_id}")
         if record["status"] != "open":
             raise HTTPException(409, f"recommendation {request.recommendation_id} is {record['status']}")
-        result: dict[str, Any] = {"delivered": False}
+        result: dict[str, Any] = {"delivered": False, "note": "nothing to deliver"}
         payload = record["payload"]
         wants_pump = payload.get("bolus_u", 0) > 0 or payload.get("temp_basal_u_per_h") is not None
         if wants_pump and runtime.pump_executor is not None:
-            result = await runtime.pump_executor(payload)
+            try:
+                result = await runtime.pump_executor(payload)
+            except Exception as error:  # the person must hear that delivery is uncertain, never get a 500
+                result = {"delivered": None, "error": f"pump link failed: {type(error).__name__}: {error}. "
+                                                      "Check the pump's history before dosing again."}
+        elif wants_pump:
+            result = {"delivered": False, "error": "no pump connected: deliver it yourself if you agree"}
         pipeline.decide(request.recommendation_id, followed=True)
         return {"recommendation_id": request.recommendation_id, "status": "confirmed", "pump": result}
 

@@ -4,7 +4,7 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
 
 1. ``no action`` prediction: predicted minimum and eventual glucose with nothing done.
 2. Sensitivity used: the configured ISF, or the twin's estimate when the twin thinks the person is MORE
-   sensitive (less insulin). A twin that thinks the person needs more insulin does not raise doses: that
+   sensitive (less insulin), at most 1.5x the configured value. A twin that thinks the person needs more insulin does not raise doses: that
    evidence goes to the clinician's settings review instead.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
@@ -40,6 +40,7 @@ RESCUE_ABSORPTION_MIN = 45.0
 RESCUE_ACTS_AFTER_MIN = 30.0
 BOLUS_ACTS_AFTER_MIN = 15.0
 CORRECTION_NEAR_MIN = 60.0
+MAX_TWIN_ISF_FACTOR = 1.5
 MIN_SAFETY_MARGIN_MG_DL = 10.0
 SMALL_CORRECTION_U = 1.0
 TEMP_BASAL_DURATION_MIN = 30.0
@@ -170,6 +171,7 @@ def recommend(
     isf_configured = settings.insulin_sensitivity_mg_dl_per_u
     isf_twin = snapshot.estimated_isf_mg_dl_per_u
     isf = max(isf_configured, isf_twin) if _finite(isf_twin) and isf_twin > 0 else isf_configured  # type: ignore[operator]
+    isf = min(isf, MAX_TWIN_ISF_FACTOR * isf_configured)  # trust the twin's "more sensitive" only so far
     cr = settings.carb_ratio_g_per_u
     target = settings.target_mg_dl
     floor = limits.suspend_threshold_mg_dl + MIN_SAFETY_MARGIN_MG_DL

@@ -88,3 +88,21 @@ def test_page_renders_with_chart(hub) -> None:
     svg = text[text.index("<svg"): text.index("</svg>") + 6]
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg") and len(root) > 10
+
+
+def test_a_failing_pump_link_is_reported_not_a_500(tmp_path: Path) -> None:
+    store = HubStore(tmp_path / "hub.sqlite")
+    clock = [START_MS]
+    pipeline = HubPipeline(store, CONFIG, now_ms=lambda: clock[0], auto_advice=False)
+    for minute in range(0, 60, 5):
+        clock[0] = START_MS + minute * 60_000
+        pipeline.on_reading(StoredReading("s1", minute, clock[0], 160.0))
+
+    async def broken(payload: dict) -> dict:
+        raise TimeoutError("no response")
+
+    client = TestClient(create_hub_app(HubRuntime(pipeline, CONFIG, pump_executor=broken)))
+    advice = client.post("/api/meal", json={"carbs_g": 30}).json()
+    response = client.post("/api/confirm", json={"recommendation_id": advice["id"]})
+    assert response.status_code == 200
+    assert "Check the pump's history" in response.json()["pump"]["error"]

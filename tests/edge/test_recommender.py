@@ -170,3 +170,9 @@ def test_correction_never_chases_a_rise_extrapolated_beyond_an_hour() -> None:
     # basis = max(now 200, 60-min prediction ~260) = ~260, not the eventual ~560
     assert advice.numbers["correction_basis_mg_dl"] < 270
     assert advice.dose.bolus_u <= (270 - 110) / 50 + 1e-9
+
+
+def test_twin_sensitivity_is_trusted_only_up_to_one_and_a_half_times_the_setting() -> None:
+    predictor = EffectSumPredictor(260)
+    advice = recommend(snapshot(260, estimated_isf_mg_dl_per_u=400.0), ADULT_SETTINGS, ADULT_LIMITS, predictor)
+    assert advice.numbers["isf_used_mg_dl_per_u"] == 75.0
