@@ -6,6 +6,18 @@
 * ``glucotwin`` (in ``hardware_sim.trial.glucotwin_arm``): the hub's twin and recommender, advice accepted.
 
 The peers are installed on demand into ``.peers/`` by ``python -m hardware_sim.trial.peers.install``.
+
+The comparison (same subjects, scenario realisations and sensor errors for every arm)::
+
+    python -m hardware_sim.trial.peers.install
+    glucotwin trial --arms basal-bolus,oref0,loop,glucotwin --cohort all --days 14 --seeds 1,2,3 \
+        --scenario challenging --json OUT.json
+    python -m hardware_sim.trial.peers.compare OUT.json        # per-group table + goal check
+
+Runs may be split by arm and / or age group (``--cohort adults`` ...) and compared together:
+``compare`` pools the rows and refuses arms that ran different subjects or seeds. Per-decision cost:
+``python -m hardware_sim.trial.peers.bench_arms``. Set ``GLUCOTWIN_PEER_STDERR=FILE`` to keep the peers'
+own stderr.
 :func:`register_peer_arms` is called once by ``hardware_sim.trial.arms``; the factories import their modules
 only when an arm is built, so ``glucotwin trial --help`` stays light.
 """
