@@ -140,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pooled = pool(reports)
     summary = {"recordings": [r["recording"] for r in reports], "hub_method": hub, "pooled": pooled,
                "comparison": comparison(pooled, hub),
-               "example_command": " ".join(eval_command(recordings[0], recordings[0].with_suffix(".eval.json"),
-                                                        args.methods, args.every))}
+               "example_command": " ".join(["glucotwin"] + eval_command(
+                   recordings[0], recordings[0].with_suffix(".eval.json"), args.methods, args.every)[1:])}
     print(format_markdown(pooled, hub))
     print(json.dumps(summary["comparison"], indent=2))
     if args.out:
