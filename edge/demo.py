@@ -5,8 +5,9 @@ and pump on loopback; a virtual patient when the simulator offers one), then run
 against them, for a simulated day (or ``--days``) as fast as the machine allows, with a progress bar. The hub
 only sees what real devices send. At the end it prints a summary and where the reports are.
 
-The demo plays the person too: it announces meals to the hub at 07:00, 12:00 and 18:30 and confirms the
-advice (as someone would on the hub's page), unless the simulator's own virtual person does it.
+By default a virtual patient (UVA/Padova adult#001) is behind the devices and the simulator's simulated person
+eats, announces meals to the hub and confirms its advice. With ``--scripted-trace`` a fixed glucose trace drives
+the CGM and the demo itself announces meals at 07:00, 12:00 and 18:30 and confirms the advice.
 """
 
 from __future__ import annotations
@@ -189,28 +190,38 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         cloud = start_cloud(workdir, processes)
         print(f"  cloud twin service: {cloud['url']} (clinician doctor@demo.clinic / {DEMO_PASSWORD})")
-        sim_extra = ["--patient", args.patient] if args.patient else []
+        web_port = free_port()
+        hub_url = f"http://127.0.0.1:{web_port}"
+        patient_file = workdir / "patient.json"
+        sim_extra = (["--patient", args.patient, "--person-hub-url", hub_url, "--patient-info-file", str(patient_file),
+                      "--seed", str(args.seed)] if args.patient else [])
         spec = start_simulator(workdir, processes, start, args.acceleration, sim_extra)
         print(f"  simulated CGM and pump: {spec}" + (f" (virtual patient {args.patient})" if args.patient else ""))
-        web_port = free_port()
+        therapy = {"age_group": "adult", "body_weight_kg": 70, "basal_u_per_h": 1.0,
+                   "insulin_sensitivity_mg_dl_per_u": 50, "carb_ratio_g_per_u": 10}
+        if args.patient:  # the settings the virtual person's clinician prescribed
+            prescribed = json.loads(patient_file.read_text())["therapy"]
+            therapy = {key: prescribed[key] for key in therapy}
         config = config_from_dict({
             "storage_path": str(workdir / "hub.sqlite"),
             "devices": {"transport": spec},
-            "therapy": {"age_group": "adult", "body_weight_kg": 70, "basal_u_per_h": 1.0,
-                        "insulin_sensitivity_mg_dl_per_u": 50, "carb_ratio_g_per_u": 10},
+            "therapy": therapy,
             "cloud": {"url": cloud["url"], "enrollment_code": cloud["code"]},
             "web": {"host": "127.0.0.1", "port": web_port},
         })
         clock = AcceleratedClock(start_ms, args.acceleration)
         service = HubService(config, now_ms=clock, on_reading=lambda r: clock.anchor(r.timestamp_ms, live=r.source == "live"),
                              sync_idle_s=2.0)
-        hub_url = f"http://127.0.0.1:{web_port}"
         print(f"  hub page: {hub_url}/")
         with tqdm(total=round(args.days * 1440), unit="sim-min", desc="simulating", disable=args.no_progress) as bar:
             log = asyncio.run(_drive(service, clock, start_ms, end_ms, hub_url, not args.patient, bar))
-        summary = summarise(config.storage_path, start_ms, end_ms, cloud, workdir, log)
     finally:
         processes.stop()
+    if args.patient and patient_file.exists():  # the simulated person's own account of the day
+        person = json.loads(patient_file.read_text()).get("summary", {})
+        log["confirmed"] = person.get("events", {}).get("bolus_confirmed", 0)
+        log["person"] = person
+    summary = summarise(config.storage_path, start_ms, end_ms, cloud, workdir, log)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0 if summary["readings_stored"] > 0 else 1
 
@@ -246,6 +257,7 @@ def summarise(path: Path, start_ms: int, end_ms: int, cloud: dict[str, str], wor
         "alerts": {kind: count for kind, count in alerts},
         "advice": [{"kind": k, "status": s, "count": c} for k, s, c in advice],
         "meals": log.get("meals", []),
+        "person": log.get("person"),
         "boluses_confirmed": log.get("confirmed", 0),
         "synced_records": f"{synced} of {total}",
         "hub_database": str(path),
@@ -278,7 +290,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--days", type=float, default=1.0, help="simulated days (default 1)")
     parser.add_argument("--acceleration", type=float, default=720.0,
                         help="simulated seconds per real second (default 720: a day in 2 minutes)")
-    parser.add_argument("--patient", default=None, help="virtual patient (e.g. adult#001) when the simulator has them")
+    parser.add_argument("--patient", default="adult#001",
+                        help="the virtual patient behind the devices (default adult#001; any of the 30 published "
+                             "subjects), with a simulated person who eats, announces meals and confirms advice")
+    parser.add_argument("--scripted-trace", dest="patient", action="store_const", const=None,
+                        help="drive the CGM with a scripted glucose trace instead (the demo announces the meals)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the virtual patient's day (with --patient)")
     parser.add_argument("--workdir", default=None, help="where databases and logs go (default: a new temp dir)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true")

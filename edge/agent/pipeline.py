@@ -38,6 +38,7 @@ MS_PER_MIN = 60_000
 FORECAST_SAMPLES = 48
 TWIN_ESTIMATE_SYNC_EVERY_MIN = 60.0
 AUTO_ADVICE_EVERY_MIN = 15.0
+MEAL_ADVICE_HOLD_MIN = 20.0
 
 
 @dataclass
@@ -258,6 +259,10 @@ class HubPipeline:
     def _advice_due(self, reading: StoredReading, forecast_min: float, at_min: float) -> bool:
         if at_min - self._last_advice_min < AUTO_ADVICE_EVERY_MIN:
             return False
+        open_advice = self.store.open_recommendation()
+        if open_advice is not None and open_advice["kind"] == "meal_bolus" and \
+                self.now_ms() - open_advice["created_at_ms"] < MEAL_ADVICE_HOLD_MIN * MS_PER_MIN:
+            return False  # a person is deciding on meal advice: do not pull it from under them
         low_risk = forecast_min < 80 or reading.glucose_mg_dl < 80
         high = reading.glucose_mg_dl > 200
         return low_risk or high

@@ -88,7 +88,7 @@ class LimitedDose:
 
     @property
     def bolus_u(self) -> float:
-        return self.meal_bolus_u + self.correction_bolus_u
+        return round(self.meal_bolus_u + self.correction_bolus_u, 6)  # no 3.3000000000000003 on a screen
 
 
 Rule = Callable[[DoseProposal, DosingContext, SafetyLimits], tuple[DoseProposal, str | None]]

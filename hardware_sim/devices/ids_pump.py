@@ -74,6 +74,13 @@ F = ids.IddFeatureBit
 FEATURES = F.BASAL_RATE | F.TBR_ABSOLUTE | F.TBR_RELATIVE | F.FAST_BOLUS | F.EXTENDED_BOLUS | F.INSULIN_ON_BOARD
 
 
+def _sfloat_exact(value: float) -> float:
+    """The nearest value an SFLOAT carries exactly (e.g. 25.37 -> 25.4)."""
+    from firmware_bridge.codec.numbers import decode_sfloat, encode_sfloat
+
+    return decode_sfloat(encode_sfloat(value))
+
+
 @dataclass
 class _Link:
     """Per-connection state: E2E counters both ways, the running RACP procedure."""
@@ -349,12 +356,14 @@ class IdsPumpPeripheral:
                 tbr = ids.ActiveTbr(m.tbr.tbr_type, m.tbr.adjustment, m.tbr.duration_min, m.tbr_remaining_min(now))
             return ids.ActiveBasalRateDeliveryResponse(1, m.programmed_rate_u_per_h(now), tbr)
         if isinstance(request, ids.GetTotalDailyInsulinStatus):
-            bolus, basal = round(m.daily_bolus_u, 2), round(m.daily_basal_u, 2)
-            return ids.TotalDailyInsulinResponse(bolus, basal, round(bolus + basal, 2))
+            # Totals are SFLOATs on the wire: 0.01 U resolution only reaches 20.47 U, so round to what the
+            # format can carry (3-4 significant digits) instead of failing to answer above 20.47 U/day.
+            bolus, basal = _sfloat_exact(m.daily_bolus_u), _sfloat_exact(m.daily_basal_u)
+            return ids.TotalDailyInsulinResponse(bolus, basal, _sfloat_exact(bolus + basal))
         if isinstance(request, ids.GetDeliveredInsulin):
             return ids.DeliveredInsulinResponse(round(m.delivered_bolus_u, 2), round(m.delivered_basal_u, 2))
         if isinstance(request, ids.GetInsulinOnBoard):
-            return ids.InsulinOnBoardResponse(round(m.insulin_on_board_u(now), 2), None)
+            return ids.InsulinOnBoardResponse(_sfloat_exact(m.insulin_on_board_u(now)), None)
         if isinstance(request, ids.ResetStatus):
             self.status_changed &= ~request.flags
             return ids.StatusReaderResponseCode(R.RESET_STATUS, ids.ResponseCode.SUCCESS)

@@ -147,8 +147,6 @@ def test_the_confirmed_bolus_reaches_the_patient_and_bends_the_trace_down(runs: 
     assert max(with_bolus.values()) < max(without.values()) - 15
 
 
-@pytest.mark.xfail(strict=True, reason="hardware_sim/devices/ids_pump.py rounds Total Daily Insulin to 0.01 U, which "
-                   "SFLOAT cannot carry above 20.47 U: the status read gets no response (remove this mark once fixed)")
 def test_the_hub_reads_the_pump_status_after_a_day_of_an_adults_insulin() -> None:
     async def scenario() -> PumpStatus:
         clock = SimClock(START, manual=True)
