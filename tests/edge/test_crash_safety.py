@@ -236,6 +236,11 @@ def read_store(path: Path, *, full_check: bool = False) -> StoreView:
     """Open the hub's file read-only (no checkpoint on close: the next hub still finds the WAL as left)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not {"readings", "outbox", "alerts"} <= tables:  # killed before the schema was complete
+            if "readings" in tables:
+                assert conn.execute("SELECT COUNT(*) FROM readings").fetchone()[0] == 0, "readings without an outbox"
+            return StoreView([], [], conn.execute("PRAGMA quick_check").fetchone()[0], [])
         readings = conn.execute("SELECT sensor_session, time_offset_min, timestamp_ms, glucose_mg_dl FROM readings "
                                 "ORDER BY sensor_session, time_offset_min").fetchall()
         outbox: list[tuple[int, int]] = []
