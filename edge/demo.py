@@ -182,7 +182,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="glucotwin-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=args.days)
+    # The simulated days start at midnight (the person's day plan, meals at 7/12/18 h, is in local days).
+    start = (datetime.now(UTC) - timedelta(days=args.days)).replace(hour=0, minute=0, second=0, microsecond=0)
     start_ms = int(start.timestamp() * 1000)
     end_ms = start_ms + int(args.days * 86_400_000)
     processes = DemoProcesses()

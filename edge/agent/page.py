@@ -48,7 +48,7 @@ def _scale(value: float, low: float, high: float, size: float) -> float:
     return size * (value - low) / (high - low) if high > low else 0.0
 
 
-def glucose_chart_svg(data: PageData, width: int = 720, height: int = 240) -> str:
+def glucose_chart_svg(data: PageData, width: int = 480, height: int = 300) -> str:
     """Last 24 h and the forecast (mean and 95% band) over the 70-180 mg/dL target range."""
     g_low, g_high = 40.0, 400.0
     t_end = data.now_ms + 2 * 3_600_000
@@ -65,18 +65,20 @@ def glucose_chart_svg(data: PageData, width: int = 720, height: int = 240) -> st
              f'<rect x="0" y="{y(180):.1f}" width="{width}" height="{y(70) - y(180):.1f}" class="target"/>']
     for level in (54, 70, 180, 250):
         parts.append(f'<line x1="0" x2="{width}" y1="{y(level):.1f}" y2="{y(level):.1f}" class="grid"/>'
-                     f'<text x="2" y="{y(level) - 2:.1f}" class="label">{level}</text>')
+                     f'<text x="4" y="{y(level) - 3:.1f}" class="label">{level}</text>')
     parts.append(f'<line x1="{x(data.now_ms):.1f}" x2="{x(data.now_ms):.1f}" y1="0" y2="{height}" class="now"/>')
     for t_ms, glucose in data.history:
         if t_start <= t_ms <= data.now_ms:
             cls = "low" if glucose < 70 else "high" if glucose > 180 else "in"
-            parts.append(f'<circle cx="{x(t_ms):.1f}" cy="{y(glucose):.1f}" r="2.2" class="pt {cls}"/>')
-    if data.forecast_minutes:
-        points_upper = [(x(data.now_ms + m * 60_000), y(g)) for m, g in zip(data.forecast_minutes, data.forecast_upper)]
-        points_lower = [(x(data.now_ms + m * 60_000), y(g)) for m, g in zip(data.forecast_minutes, data.forecast_lower)]
+            parts.append(f'<circle cx="{x(t_ms):.1f}" cy="{y(glucose):.1f}" r="2.5" class="pt {cls}"/>')
+    rows = [(m, g, lo, hi) for m, g, lo, hi in zip(data.forecast_minutes, data.forecast_mean, data.forecast_lower,
+                                                   data.forecast_upper) if all(map(math.isfinite, (m, g, lo, hi)))]
+    if len(rows) >= 2:  # a horizon the forecaster cannot say (NaN) is left out, never drawn as garbage
+        points_upper = [(x(data.now_ms + m * 60_000), y(hi)) for m, _, _, hi in rows]
+        points_lower = [(x(data.now_ms + m * 60_000), y(lo)) for m, _, lo, _ in rows]
         band = points_upper + points_lower[::-1]
         parts.append('<polygon class="band" points="' + " ".join(f"{px:.1f},{py:.1f}" for px, py in band) + '"/>')
-        mean = [(x(data.now_ms + m * 60_000), y(g)) for m, g in zip(data.forecast_minutes, data.forecast_mean)]
+        mean = [(x(data.now_ms + m * 60_000), y(g)) for m, g, _, _ in rows]
         parts.append('<polyline class="forecast" points="' + " ".join(f"{px:.1f},{py:.1f}" for px, py in mean) + '"/>')
     parts.append("</svg>")
     return "".join(parts)
@@ -92,7 +94,7 @@ body{font-family:system-ui,-apple-system,sans-serif;margin:0;padding:12px;max-wi
 .warning{background:#fff3cd;border:1px solid #e0b000}.info{background:#eef;border:1px solid #99c}
 .hub-down{background:#d33;color:#fff;padding:10px;border-radius:8px;font-weight:700}
 svg.chart{width:100%;height:auto;background:#fff;border:1px solid #ddd;border-radius:8px}
-.target{fill:#e6f4ea}.grid{stroke:#ccc;stroke-width:.5}.label{font-size:10px;fill:#888}.now{stroke:#999;stroke-dasharray:3 3}
+.target{fill:#e6f4ea}.grid{stroke:#ccc;stroke-width:.5}.label{font-size:14px;fill:#666}.now{stroke:#999;stroke-dasharray:3 3}
 .pt.in{fill:#2a7}.pt.low{fill:#d33}.pt.high{fill:#e90}.band{fill:#8ab4f8;opacity:.35}.forecast{fill:none;stroke:#1a73e8;stroke-width:2}
 small{color:#666}
 """

@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import time
+
+import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,8 +24,9 @@ from cloud_sync.envelope import InsulinDose as SyncInsulin
 from cloud_sync.envelope import ReadingSeries, RecommendationOutcome, SummaryPayload
 from cloud_sync.envelope import TwinEstimate as SyncTwinEstimate
 from cloud_sync.outbox import Outbox
-from models.twin.twin import DigitalTwin, TwinEstimate, TwinStateError
-from models.whatif import what_if
+from models.forecast.baselines import Forecast
+from models.forecast.onnx_forecaster import HubForecaster
+from models.twin.twin import DigitalTwin, TwinEstimate, TwinSettings, TwinStateError
 
 from ..alerts import AlertEngine, AlertEvent, AlertObservation
 from ..config import HubConfig
@@ -36,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 MS_PER_MIN = 60_000
 FORECAST_SAMPLES = 48
+FORECAST_HORIZONS_MIN = (10.0, 20.0, 30.0, 60.0, 90.0, 120.0)
+FORECAST_WARMUP_MIN = 6 * 60.0
 TWIN_ESTIMATE_SYNC_EVERY_MIN = 60.0
 AUTO_ADVICE_EVERY_MIN = 15.0
 MEAL_ADVICE_HOLD_MIN = 20.0
@@ -66,6 +71,8 @@ class HubPipeline:
         self.auto_advice = auto_advice
         self.alerts = AlertEngine()
         self.twin = self._restore_twin()
+        saved = store.latest_twin_state()
+        self._committed_twin_state: dict | None = saved[1] if saved else None
         self._pending_insulin_u = 0.0
         self._pending_carbs_g = 0.0
         self._basal_u_per_h = config.therapy.basal_u_per_h
@@ -78,6 +85,28 @@ class HubPipeline:
         self.cgm_quality = CgmQuality()
         self.pump_reservoir_u: float | None = None
         self.pump_occlusion = False
+        self.forecaster = HubForecaster(TwinSettings.from_object(config.therapy), twin_samples=FORECAST_SAMPLES)
+        self.latest_forecast: Forecast | None = None
+        self._warm_up_forecaster()
+
+    def _warm_up_forecaster(self) -> None:
+        """After a restart, replay the last hours the store holds so the forecaster has its history."""
+        latest = self.latest_reading
+        if latest is None:
+            return
+        start = latest.timestamp_ms - int(FORECAST_WARMUP_MIN * MS_PER_MIN)
+        events: list[tuple[int, int, object]] = []
+        events += [(r.timestamp_ms, 2, r) for r in self.store.readings_between(start, latest.timestamp_ms + 1)]
+        events += [(e.timestamp_ms, 0, e) for e in self.store.insulin_since(start)]
+        events += [(c.timestamp_ms, 1, c) for c in self.store.carbs_since(start)]
+        for timestamp_ms, order, item in sorted(events, key=lambda e: (e[0], e[1])):
+            minute = _minutes(timestamp_ms)
+            if order == 2:
+                self.forecaster.observe_glucose(minute, item.glucose_mg_dl)  # type: ignore[attr-defined]
+            elif order == 1:
+                self.forecaster.observe_carbs(minute, item.carbs_g)  # type: ignore[attr-defined]
+            elif item.kind == "bolus" and item.insulin_u:  # type: ignore[attr-defined]
+                self.forecaster.observe_bolus(minute, item.insulin_u)  # type: ignore[attr-defined]
 
     # --- twin persistence ----------------------------------------------------------------------------------
 
@@ -99,9 +128,11 @@ class HubPipeline:
             if new:
                 if event.kind == "bolus" and event.insulin_u:
                     self._pending_insulin_u += event.insulin_u
+                    self.forecaster.observe_bolus(_minutes(event.timestamp_ms), event.insulin_u)
                     self._last_bolus_ms = max(self._last_bolus_ms or 0, event.timestamp_ms)
                 elif event.kind in ("temp_basal", "suspend"):
                     self._basal_u_per_h = 0.0 if event.kind == "suspend" else float(event.rate_u_per_h or 0.0)
+                    self.forecaster.observe_basal(_minutes(event.timestamp_ms), self._basal_u_per_h)
                     duration = event.duration_min or 30.0
                     self._temp_basal_until_ms = event.timestamp_ms + int(duration * MS_PER_MIN)
                 elif event.kind == "basal" and event.rate_u_per_h is not None:
@@ -118,6 +149,7 @@ class HubPipeline:
         with self.store.transaction() as conn:
             self.store.add_carbs(entry)
             self._pending_carbs_g += entry.carbs_g
+            self.forecaster.observe_carbs(_minutes(entry.timestamp_ms), entry.carbs_g)
             self._enqueue(conn, SummaryPayload(entry.timestamp_ms, entry.timestamp_ms,
                                                carbs=(SyncCarbs(entry.timestamp_ms, entry.carbs_g),)))
 
@@ -137,6 +169,7 @@ class HubPipeline:
         twin_parameters: SummaryPayload | None = None
         alert_events: list[AlertEvent] = []
         moves_forward = self.twin.last_minute is None or at_min >= self.twin.last_minute
+        pending_before = (self._pending_insulin_u, self._pending_carbs_g)
         if moves_forward:  # an old backfilled reading is stored, but the twin only moves forward in time
             try:
                 self._expire_temp_basal(reading.timestamp_ms)
@@ -147,9 +180,13 @@ class HubPipeline:
                 self._pending_insulin_u = self._pending_carbs_g = 0.0
                 self.latest_estimate = outcome.estimate = estimate
                 twin_state = self.twin.to_dict()
-                horizon = self.alerts.settings.urgent_low_soon_horizon_min
-                forecast = what_if(self.twin, horizon_min=horizon, n_samples=FORECAST_SAMPLES)[0]
-                outcome.forecast_min_mg_dl = float(forecast.mean_mg_dl.min())
+                self.forecaster.observe_glucose(at_min, reading.glucose_mg_dl)
+                forecast = self.forecaster.forecast(at_min, FORECAST_HORIZONS_MIN)
+                self.latest_forecast = forecast
+                soon = forecast.horizons_min <= self.alerts.settings.urgent_low_soon_horizon_min
+                soon_means = forecast.mean_mg_dl[soon & np.isfinite(forecast.mean_mg_dl)]
+                outcome.forecast_min_mg_dl = float(min(soon_means.min(), reading.glucose_mg_dl)) if soon_means.size \
+                    else reading.glucose_mg_dl
                 age_min = (self.now_ms() - reading.timestamp_ms) / MS_PER_MIN
                 if age_min <= self.alerts.settings.stale_after_min:  # alerts are about now, not a backfilled past
                     alert_events = self.alerts.evaluate(self._alert_observation(reading, outcome.forecast_min_mg_dl))
@@ -163,6 +200,23 @@ class HubPipeline:
             except Exception:  # the model failing must never cost a reading
                 logger.exception("twin/forecast failed on reading at offset %s", reading.time_offset_min)
         outcome.alerts = alert_events
+        try:
+            self._commit_reading(reading, payloads, twin_state, twin_parameters, alert_events)
+        except Exception:
+            # Nothing was stored: put the twin back where the store has it, so memory and disk agree and the
+            # same reading, delivered again (backfill or retry), is not counted twice.
+            self._rollback_twin(pending_before)
+            raise
+        if self.latest_reading is None or reading.timestamp_ms >= self.latest_reading.timestamp_ms:
+            self.latest_reading = reading
+        if (moves_forward and outcome.forecast_min_mg_dl is not None and self.auto_advice
+                and self._advice_due(reading, outcome.forecast_min_mg_dl, at_min)):
+            self._last_advice_min = at_min
+            outcome.advice = self.advise(announced_carbs_g=0.0, store=True)
+        return outcome
+
+    def _commit_reading(self, reading: StoredReading, payloads: list[SummaryPayload], twin_state: dict | None,
+                        twin_parameters: SummaryPayload | None, alert_events: list[AlertEvent]) -> None:
         with self.store.transaction() as conn:
             self.store.add_reading(reading)
             for payload in payloads:
@@ -177,13 +231,15 @@ class HubPipeline:
                     self.store.raise_alert(event.kind, event.severity.value, event.message, reading.timestamp_ms)
                 elif event.action == "clear":
                     self.store.clear_alert(event.kind, reading.timestamp_ms)
-        if self.latest_reading is None or reading.timestamp_ms >= self.latest_reading.timestamp_ms:
-            self.latest_reading = reading
-        if (moves_forward and outcome.forecast_min_mg_dl is not None and self.auto_advice
-                and self._advice_due(reading, outcome.forecast_min_mg_dl, at_min)):
-            self._last_advice_min = at_min
-            outcome.advice = self.advise(announced_carbs_g=0.0, store=True)
-        return outcome
+        if twin_state is not None:
+            self._committed_twin_state = twin_state
+
+    def _rollback_twin(self, pending: tuple[float, float]) -> None:
+        self._pending_insulin_u, self._pending_carbs_g = pending
+        if self._committed_twin_state is not None:
+            self.twin = DigitalTwin.from_dict(self._committed_twin_state)
+        else:
+            self.twin = self._restore_twin()
 
     def check_staleness(self) -> list[AlertEvent]:
         """Called on a timer: raises "signal loss" when no reading arrived for a while (readings cannot)."""

@@ -40,6 +40,7 @@ from .web import HubRuntime, create_hub_app
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY_S = 10.0
+SUPERVISOR_BACKOFF_MAX_S = 60.0
 STORE_FULL_RETRY_S = 30.0
 UNKNOWN_SESSION = "unknown-session"
 
@@ -110,7 +111,23 @@ def resume_cgm_session(session: CgmSession, store: HubStore) -> None:
     except ValueError:
         return
     session.session_start_time = start
-    session.tracker.last_delivered_offset = store.last_time_offset(latest.sensor_session)
+    session.tracker.last_delivered_offset = first_gap_offset(store, latest.sensor_session)
+
+
+def first_gap_offset(store: HubStore, sensor_session: str, interval_min: int = 5) -> int | None:
+    """The last offset before the first hole in a session's stored readings (or the newest when complete).
+
+    Resuming there, rather than from the newest reading, lets the next backfill fill any older hole too; the
+    store drops the duplicates the sensor sends again.
+    """
+    offsets = [row[0] for row in store.conn.execute(
+        "SELECT time_offset_min FROM readings WHERE sensor_session = ? ORDER BY time_offset_min", (sensor_session,))]
+    if not offsets:
+        return None
+    for before, after in zip(offsets, offsets[1:]):
+        if after - before > interval_min:
+            return before
+    return offsets[-1]
 
 
 class HubService:
@@ -143,21 +160,13 @@ class HubService:
         if problem:
             runtime.devices["store"] = "recovered from corruption"
         tasks = [asyncio.create_task(self._heartbeat(runtime), name="heartbeat"),
-                 asyncio.create_task(self._devices(runtime), name="devices")]
-        server = None
+                 asyncio.create_task(self._supervised("devices", self._devices, runtime), name="devices")]
         if self.web:
-            import uvicorn
-
-            server = uvicorn.Server(uvicorn.Config(create_hub_app(runtime), host=self.config.web.host,
-                                                   port=self.config.web.port, log_level="warning", lifespan="off"))
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-            tasks.append(asyncio.create_task(server.serve(), name="web"))
+            tasks.append(asyncio.create_task(self._supervised("web", self._web, runtime), name="web"))
         sync_thread = self._start_sync()
         try:
             await self.stop_event.wait()
         finally:
-            if server is not None:
-                server.should_exit = True
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -167,6 +176,37 @@ class HubService:
             if sync_thread is not None:
                 sync_thread.join(timeout=5)
             store.close()
+
+    async def _supervised(self, name: str, body: Callable[[HubRuntime], Any], runtime: HubRuntime) -> None:
+        """Run ``body`` forever: if it fails, say so on the page and in the log, and start it again.
+
+        A dead devices task must never hide behind a healthy heartbeat: while it is down, the hub reports it.
+        """
+        backoff_s = 1.0
+        while True:
+            try:
+                await body(runtime)
+                backoff_s = 1.0
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # uvicorn raises SystemExit on a busy port; keep the hub alive
+                logger.exception("%s task failed; restarting in %.0f s", name, backoff_s)
+                runtime.devices[name] = f"FAILED ({type(error).__name__}: {error}); restarting"
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, SUPERVISOR_BACKOFF_MAX_S)
+
+    async def _web(self, runtime: HubRuntime) -> None:
+        import uvicorn
+
+        server = uvicorn.Server(uvicorn.Config(create_hub_app(runtime), host=self.config.web.host,
+                                               port=self.config.web.port, log_level="warning", lifespan="off"))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        try:
+            await server.serve()
+        finally:
+            server.should_exit = True
+        if not server.started:
+            raise OSError(f"the hub page could not listen on {self.config.web.host}:{self.config.web.port}")
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -16,8 +16,6 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from models.whatif import Scenario, what_if
-
 from ..config import HubConfig
 from ..recommend import HypotheticalAction
 from ..recommend.twin_predictor import TwinPredictor
@@ -189,12 +187,17 @@ def page_data(runtime: HubRuntime) -> PageData:
     status = _status(runtime)
     history = [(r.timestamp_ms, r.glucose_mg_dl) for r in pipeline.store.readings_between(now - 86_400_000, now + 1)]
     minutes: list[float] = []
-    mean = lower = upper = []  # type: ignore[var-annotated]
-    if pipeline.latest_estimate is not None:
-        forecast = what_if(pipeline.twin, Scenario(), horizon_min=120.0, n_samples=64)[0]
-        minutes = [float(m) for m in forecast.minutes]
-        mean, lower, upper = (list(map(float, a)) for a in (forecast.mean_mg_dl, forecast.lower_95_mg_dl,
-                                                             forecast.upper_95_mg_dl))
+    mean: list[float] = []
+    lower: list[float] = []
+    upper: list[float] = []
+    forecast = pipeline.latest_forecast  # the hub's forecast (ONNX + twin blend), made at the latest reading
+    latest = pipeline.latest_reading
+    if forecast is not None and latest is not None:
+        offset_min = (latest.timestamp_ms - now) / 60_000  # the forecast started at the reading, not now
+        minutes = [offset_min] + [offset_min + float(h) for h in forecast.horizons_min]
+        mean = [latest.glucose_mg_dl] + [float(v) for v in forecast.mean_mg_dl]
+        lower = [latest.glucose_mg_dl] + [float(v) for v in forecast.lower_95_mg_dl]
+        upper = [latest.glucose_mg_dl] + [float(v) for v in forecast.upper_95_mg_dl]
     advice = status["advice"]
     advice_view = dict(advice["payload"], id=advice["id"]) if advice else None
     isf = status["isf_estimate_mg_dl_per_u"]

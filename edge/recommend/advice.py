@@ -8,8 +8,7 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    evidence goes to the clinician's settings review instead.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
-   never more than the higher of glucose now and the 60-min prediction: a rise the model only extrapolates
-   over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.
+   never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.
 4. The bolus is then reduced (bisection) until the predicted minimum WITH the bolus stays at or above the
    suspend threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value).
 5. Hypoglycaemia prevention: if glucose is low, or the no-action prediction falls below the low threshold
@@ -217,9 +216,9 @@ def recommend(
 
     # Bolus arithmetic.
     meal_u = announced_carbs_g / cr
-    # Dose against the eventual glucose, but never chase a rise the model only extrapolates beyond an hour:
-    # the correction basis is the lower of the eventual value and the higher of now / the 60-min prediction.
-    near_mg_dl = max(glucose if _finite(glucose) else 0.0, _value_at(no_action, CORRECTION_NEAR_MIN))  # type: ignore[arg-type]
+    # Dose against the eventual glucose (it includes all insulin on board), but never chase a rise the model only
+    # extrapolates beyond an hour: the correction basis is the lower of the eventual and the 60-min prediction.
+    near_mg_dl = _value_at(no_action, CORRECTION_NEAR_MIN)
     basis_mg_dl = min(no_action.eventual_mg_dl, near_mg_dl)
     correction_u = (basis_mg_dl - target) / isf
     numbers["correction_basis_mg_dl"] = round(basis_mg_dl, 1)

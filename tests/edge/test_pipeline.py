@@ -130,3 +130,40 @@ def test_old_backfilled_readings_raise_no_alerts(tmp_path: Path) -> None:
     store, outbox, pipeline = make(tmp_path, clock)
     pipeline.on_reading(reading(0, 50))  # urgent low, but six hours ago
     assert store.open_alerts() == []
+
+
+def test_a_failed_commit_leaves_the_twin_as_the_store_has_it(tmp_path: Path) -> None:
+    from edge.store import StoreFullError
+
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    for minute in range(0, 30, 5):
+        pipeline.on_reading(reading(minute, 150))
+    pipeline.on_carbs(CarbEntry(START_MS + 31 * 60_000, 30))
+    before = pipeline.twin.to_dict()
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.conn.execute(f"PRAGMA max_page_count={pages}")
+    failed = False
+    for attempt in range(50):  # fill the last free pages until a commit fails
+        try:
+            pipeline.on_reading(reading(35 + attempt * 5, 150))
+            before = pipeline.twin.to_dict()
+        except StoreFullError:
+            failed = True
+            break
+    assert failed
+    assert pipeline.twin.to_dict() == before
+    assert pipeline._pending_carbs_g in (0.0, 30.0)
+
+
+def test_resume_starts_from_the_first_hole(tmp_path: Path) -> None:
+    from edge.agent.service import first_gap_offset
+
+    with HubStore(tmp_path / "hub.sqlite") as store:
+        for offset in (0, 5, 10, 25, 30):
+            store.add_reading(StoredReading("s", offset, START_MS + offset * 60_000, 120))
+        assert first_gap_offset(store, "s") == 10
+        store.add_reading(StoredReading("s", 15, START_MS + 15 * 60_000, 120))
+        store.add_reading(StoredReading("s", 20, START_MS + 20 * 60_000, 120))
+        assert first_gap_offset(store, "s") == 30
+        assert first_gap_offset(store, "other") is None
