@@ -69,6 +69,13 @@ def register_sim(subparsers: Any) -> None:
 
     add_patient_arguments(serve)
     serve.set_defaults(handler=_serve_handler)
+    dataset = commands.add_parser("dataset", help="generate virtual-patient recordings and a training set "
+                                  "(split by whole subjects) for the forecaster")
+    from hardware_sim.datasets import build_parser as build_dataset_parser
+    from hardware_sim.datasets import run as run_dataset
+
+    build_dataset_parser(dataset)
+    dataset.set_defaults(handler=run_dataset)
     parser.set_defaults(handler=lambda args: (parser.print_help(), 2)[1])
 
 
