@@ -144,7 +144,8 @@ def test_svg_endpoints_twin_and_advice(clinic_env) -> None:
     assert 'data-parameter="insulin_sensitivity_factor_mg_dl_per_u"' in twin.text
     assert 'data-parameter="insulin_sensitivity_factor_sd"' not in twin.text  # folded into the band
     assert "class='twin-band'" in twin.text
-    advice = requests.get(f"{url}/clinic/patients/{pid}/advice", headers=auth, timeout=60)
+    # 16 days: the seeded 14 days end "now", so a 14-day window can cut one recommendation at the edge
+    advice = requests.get(f"{url}/clinic/patients/{pid}/advice?days=16", headers=auth, timeout=60)
     assert advice.status_code == 200
     assert "42 recommendations: 28 followed, 14 declined, 0 not answered" in advice.text  # 3 a day for 14 days
     assert advice.text.count('data-followed="no"') == 14
