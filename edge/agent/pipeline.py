@@ -38,7 +38,7 @@ from ..store import CarbEntry, HubStore, InsulinEvent, StoredReading
 logger = logging.getLogger(__name__)
 
 MS_PER_MIN = 60_000
-FORECAST_SAMPLES = 48
+FORECAST_SAMPLES = 16  # the hub forecast's twin part: its interval is calibrated online (conformal)
 FORECAST_HORIZONS_MIN = (10.0, 20.0, 30.0, 60.0, 90.0, 120.0)
 FORECAST_WARMUP_MIN = 6 * 60.0
 TWIN_ESTIMATE_SYNC_EVERY_MIN = 60.0
