@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from edge.safety import default_limits
 from hardware_sim.trial.observation import ArmAction, ArmObservation, ArmSetup
+from hardware_sim.trial.peers.peer_arm import PeerArm
 from hardware_sim.trial.peers.install import loop_available, loop_python
 from hardware_sim.trial.peers.jsonlines import JsonLinesProcess, PeerProcessError
 from hardware_sim.trial.peers.oref0_arm import BOLUS_INCREMENT_U, SIM_EPOCH, PeerUnavailableError
@@ -163,35 +163,13 @@ class LoopPolicy:
             pass
 
 
-class LoopArm:
+class LoopArm(PeerArm):
     """Loop (PyLoopKit) for every row; one Python process in the Loop virtualenv per arm."""
 
-    def __init__(self, config: LoopConfig | None = None, name: str = ARM_NAME) -> None:
-        self.name = name
-        self.config = config or LoopConfig()
-        self._service: LoopService | None = None
-        self._policies: list[LoopPolicy] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self.config, "_service": None, "_policies": []}
-
-    def start(self, setup: ArmSetup) -> None:
-        if self._service is None or not self._service.process.alive():
-            self._service = LoopService(stderr_path=os.environ.get("GLUCOTWIN_PEER_STDERR"))
-        for policy in self._policies:
-            policy.close()
-        self._policies = [LoopPolicy(setup.row(i), self._service, self.config) for i in range(setup.n_rows)]
-
-    def decide(self, observation: ArmObservation) -> ArmAction:
-        return ArmAction.stack([p.decide(observation.row(i)).validated(1) for i, p in enumerate(self._policies)])
-
-    def close(self) -> None:
-        for policy in self._policies:
-            policy.close()
-        self._policies = []
-        if self._service is not None:
-            self._service.close()
-            self._service = None
+    service_type = LoopService
+    policy_type = LoopPolicy
+    config_type = LoopConfig
+    arm_name = ARM_NAME
 
 
 def make_loop_arm() -> LoopArm:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from edge.safety import default_limits
 from hardware_sim.trial.observation import ArmAction, ArmObservation, ArmSetup
+from hardware_sim.trial.peers.peer_arm import PeerArm
 from hardware_sim.trial.peers.install import node_executable, oref0_available, oref0_package_dir
 from hardware_sim.trial.peers.jsonlines import JsonLinesProcess, PeerProcessError
 from hardware_sim.trial.peers.person import PersonHabits, RescueRule
@@ -177,35 +177,13 @@ class Oref0Policy:
             pass
 
 
-class Oref0Arm:
+class Oref0Arm(PeerArm):
     """OpenAPS oref0 for every row; one node process per arm (started at :meth:`start`)."""
 
-    def __init__(self, config: Oref0Config | None = None, name: str = ARM_NAME) -> None:
-        self.name = name
-        self.config = config or Oref0Config()
-        self._service: Oref0Service | None = None
-        self._policies: list[Oref0Policy] = []
-
-    def __getstate__(self) -> dict[str, Any]:  # a process cannot travel to a dask worker; it restarts there
-        return {"name": self.name, "config": self.config, "_service": None, "_policies": []}
-
-    def start(self, setup: ArmSetup) -> None:
-        if self._service is None or not self._service.process.alive():
-            self._service = Oref0Service(stderr_path=os.environ.get("GLUCOTWIN_PEER_STDERR"))
-        for policy in self._policies:
-            policy.close()
-        self._policies = [Oref0Policy(setup.row(i), self._service, self.config) for i in range(setup.n_rows)]
-
-    def decide(self, observation: ArmObservation) -> ArmAction:
-        return ArmAction.stack([p.decide(observation.row(i)).validated(1) for i, p in enumerate(self._policies)])
-
-    def close(self) -> None:
-        for policy in self._policies:
-            policy.close()
-        self._policies = []
-        if self._service is not None:
-            self._service.close()
-            self._service = None
+    service_type = Oref0Service
+    policy_type = Oref0Policy
+    config_type = Oref0Config
+    arm_name = ARM_NAME
 
 
 def make_oref0_arm() -> Oref0Arm:
