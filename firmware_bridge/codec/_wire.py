@@ -1,4 +1,4 @@
-"""Bounds-checked little-endian reading and writing shared by the CGMS and RACP codecs (private).
+"""Bounds-checked little-endian reading and writing shared by the CGMS, RACP and IDS codecs (private).
 
 Every read goes through :class:`Reader`, so a short value becomes a :class:`LengthError` naming the
 characteristic and the field, never an ``IndexError`` or ``struct.error``.
@@ -47,6 +47,9 @@ class Reader:
 
     def u24(self, field: str) -> int:
         return int.from_bytes(self.take(3, field), "little")
+
+    def u32(self, field: str) -> int:
+        return int.from_bytes(self.take(4, field), "little")
 
     def sfloat(self, field: str) -> float:
         """A finite SFLOAT; specials (NaN, NRes, ±INF, reserved) raise :class:`ReservedValueError`."""

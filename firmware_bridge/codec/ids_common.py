@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import Literal, TypeVar
 
 from ..errors import DecodeError, EncodeError, FlagsError, LengthError, ReservedValueError
+from ._wire import Reader as _WireReader
 from .numbers import decode_float, decode_sfloat, encode_float, encode_sfloat
 
 __all__ = [
@@ -192,43 +193,14 @@ def _check_number_format(number_format: str) -> None:
 # --- bounds-checked reading and writing -----------------------------------------------------------
 
 
-class Reader:
-    """Sequential little-endian reader over one characteristic value (after E2E stripping)."""
+class Reader(_WireReader):
+    """Sequential little-endian reader over one IDS value (after E2E stripping), in the pump's number format."""
 
     def __init__(self, characteristic: str, data: bytes, number_format: str = "sfloat") -> None:
         if number_format not in ("sfloat", "float"):
             raise ValueError(f"Reader needs a concrete number format, not {number_format!r}")
-        self.characteristic = characteristic
-        self.data = bytes(data)
-        self.offset = 0
+        super().__init__(characteristic, data)
         self.number_format = number_format
-
-    @property
-    def remaining(self) -> int:
-        return len(self.data) - self.offset
-
-    def take(self, count: int, field: str) -> bytes:
-        if self.remaining < count:
-            raise LengthError(
-                self.characteristic,
-                f"{field} needs {count} octet(s) at offset {self.offset}, only {self.remaining} left",
-                self.data,
-            )
-        chunk = self.data[self.offset : self.offset + count]
-        self.offset += count
-        return chunk
-
-    def u8(self, field: str) -> int:
-        return self.take(1, field)[0]
-
-    def s8(self, field: str) -> int:
-        return int.from_bytes(self.take(1, field), "little", signed=True)
-
-    def u16(self, field: str) -> int:
-        return int.from_bytes(self.take(2, field), "little")
-
-    def u32(self, field: str) -> int:
-        return int.from_bytes(self.take(4, field), "little")
 
     def enum8(self, enum_cls: type[E], field: str) -> E:
         return decode_enum(enum_cls, self.u8(field), self.characteristic, field, self.data)
@@ -254,14 +226,6 @@ class Reader:
         if value < 0:
             raise ImplausibleValueError(self.characteristic, f"{field}: negative value {value}", self.data)
         return value
-
-    def end(self) -> None:
-        """Raise :class:`LengthError` if octets are left over (the layout did not match)."""
-        if self.remaining:
-            raise LengthError(
-                self.characteristic, f"{self.remaining} unexpected trailing octet(s) at offset {self.offset}", self.data
-            )
-
 
 class Writer:
     """Little-endian writer; every out-of-range value is an :class:`EncodeError`."""
