@@ -190,9 +190,6 @@ class HubPipeline:
                 age_min = (self.now_ms() - reading.timestamp_ms) / MS_PER_MIN
                 if age_min <= self.alerts.settings.stale_after_min:  # alerts are about now, not a backfilled past
                     alert_events = self.alerts.evaluate(self._alert_observation(reading, outcome.forecast_min_mg_dl))
-                payloads += [SummaryPayload(reading.timestamp_ms, reading.timestamp_ms, alerts=(
-                    SyncAlert(reading.timestamp_ms, e.kind, e.severity.value, e.message),))
-                    for e in alert_events if e.action == "raise"]
                 if at_min - self._last_twin_sync_min >= TWIN_ESTIMATE_SYNC_EVERY_MIN:
                     self._last_twin_sync_min = at_min
                     twin_parameters = self._twin_estimate_payload(reading.timestamp_ms, estimate)
@@ -226,11 +223,7 @@ class HubPipeline:
             if twin_parameters is not None:
                 self.store.add_twin_parameters(reading.timestamp_ms,
                                                dict(twin_parameters.twin_parameters[0].parameters))
-            for event in alert_events:
-                if event.action == "raise":
-                    self.store.raise_alert(event.kind, event.severity.value, event.message, reading.timestamp_ms)
-                elif event.action == "clear":
-                    self.store.clear_alert(event.kind, reading.timestamp_ms)
+            self._store_alert_events(conn, alert_events, reading.timestamp_ms)
         if twin_state is not None:
             self._committed_twin_state = twin_state
 
@@ -250,17 +243,22 @@ class HubPipeline:
             glucose_age_min=None if reading is None else (now - reading.timestamp_ms) / MS_PER_MIN,
             sensor_warming_up=self.cgm_quality.warming_up, pump_occlusion=self.pump_occlusion,
             pump_reservoir_u=self.pump_reservoir_u)
-        events = [e for e in self.alerts.evaluate(observation) if e.kind == "stale_data"]
+        # Every event is stored, not only signal loss: the engine now counts any alert it raised here as open.
+        events = self.alerts.evaluate(observation)
         if events:
             with self.store.transaction() as conn:
-                for event in events:
-                    if event.action == "raise":
-                        self.store.raise_alert(event.kind, event.severity.value, event.message, now)
-                        self._enqueue(conn, SummaryPayload(now, now, alerts=(
-                            SyncAlert(now, event.kind, event.severity.value, event.message),)))
-                    elif event.action == "clear":
-                        self.store.clear_alert(event.kind, now)
+                self._store_alert_events(conn, events, now)
         return events
+
+    def _store_alert_events(self, conn, events: list[AlertEvent], at_ms: int) -> None:  # type: ignore[no-untyped-def]
+        """Raise/clear alerts in the store (inside the caller's transaction) and queue raised ones for sync."""
+        for event in events:
+            if event.action == "raise":
+                self.store.raise_alert(event.kind, event.severity.value, event.message, at_ms)
+                self._enqueue(conn, SummaryPayload(at_ms, at_ms, alerts=(
+                    SyncAlert(at_ms, event.kind, event.severity.value, event.message),)))
+            elif event.action == "clear":
+                self.store.clear_alert(event.kind, at_ms)
 
     def note_pump_status(self, reservoir_u: float | None, occlusion: bool) -> None:
         self.pump_reservoir_u = reservoir_u

@@ -167,3 +167,13 @@ def test_resume_starts_from_the_first_hole(tmp_path: Path) -> None:
         store.add_reading(StoredReading("s", 20, START_MS + 20 * 60_000, 120))
         assert first_gap_offset(store, "s") == 30
         assert first_gap_offset(store, "other") is None
+
+
+def test_a_pump_fault_seen_by_the_timer_is_stored_not_swallowed(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, outbox, pipeline = make(tmp_path, clock)
+    pipeline.on_reading(reading(0, 120))
+    pipeline.note_pump_status(reservoir_u=100.0, occlusion=True)
+    clock[0] = START_MS + 2 * 60_000
+    pipeline.check_staleness()
+    assert "pump_occlusion" in {a["kind"] for a in store.open_alerts()}
