@@ -153,7 +153,6 @@ async def _drive(service: Any, clock: AcceleratedClock, start_ms: int, end_ms: i
                 except requests.RequestException as error:
                     log["meals"].append({"carbs_g": grams, "error": str(error)})
             await asyncio.sleep(0.2)
-        await _wait_for_sync(service)
     finally:
         service.stop()
         with contextlib.suppress(Exception):
@@ -161,24 +160,11 @@ async def _drive(service: Any, clock: AcceleratedClock, start_ms: int, end_ms: i
     return log
 
 
-async def _wait_for_sync(service: Any, timeout_s: float = 60.0) -> None:
-    """Let the background sync drain the outbox before the hub stops (it would resume later anyway)."""
-    from cloud_sync.outbox import Outbox
-
-    outbox = Outbox.open(service.config.storage_path)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while outbox.pending_count() > 0 and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-    finally:
-        outbox.close()
-
-
 def run_demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .agent.service import HubService
-    from .store import HubStore
+    from .agent.sync_worker import flush_outbox
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="glucotwin-demo-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +202,8 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  hub page: {hub_url}/")
         with tqdm(total=round(args.days * 1440), unit="sim-min", desc="simulating", disable=args.no_progress) as bar:
             log = asyncio.run(_drive(service, clock, start_ms, end_ms, hub_url, not args.patient, bar))
+        # The hub has stopped taking readings: send what the background sync had not sent yet.
+        flush_outbox(config)
     finally:
         processes.stop()
     if args.patient and patient_file.exists():  # the simulated person's own account of the day

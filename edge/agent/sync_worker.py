@@ -60,3 +60,21 @@ def run_sync_worker(config: HubConfig, stop: threading.Event, *, idle_interval_s
         client.run(stop)
     finally:
         outbox.close()
+
+
+def flush_outbox(config: HubConfig) -> int | None:
+    """One last pass for a hub that has stopped taking readings: send what is pending, return what is left
+    (``None`` when the hub never enrolled).
+
+    Only with saved credentials (never enrols) and only when nothing else syncs this database; errors
+    propagate, and whatever is not acknowledged stays in the outbox for the next run.
+    """
+    directory = credentials_dir(config)
+    if not config.cloud.url or not (directory / "hub-credentials.json").exists():
+        return None
+    outbox = Outbox.open(config.storage_path)
+    try:
+        client = SyncClient(outbox, HubCredentials.load(directory), SyncConfig(base_url=config.cloud.url))
+        return client.sync_once().pending
+    finally:
+        outbox.close()
