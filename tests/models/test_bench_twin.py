@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
+from models.twin import mvp_model
 from models.twin.filter import MVPFilter
 from models.twin.twin import DigitalTwin, TwinSettings
 
@@ -78,3 +79,18 @@ def test_what_if_cost_four_scenarios_180_min(benchmark, name: str) -> None:
                  Scenario(temp_basal_u_per_h=0.0, temp_basal_duration_min=60.0))
     result = benchmark(lambda: what_if(twin, *scenarios, horizon_min=180, n_samples=WHATIF_SAMPLES[name]))
     assert len(result) == 4 and all(np.isfinite(t.mean_mg_dl).all() for t in result)
+
+
+DERIVATIVES = {"written-out equations (baseline)": mvp_model.derivatives_reference,
+               "linear part as one matmul (run time)": mvp_model.derivatives}
+
+
+@pytest.mark.benchmark
+@pytest.mark.parametrize("name", list(DERIVATIVES))
+def test_model_derivatives_cost_on_what_if_samples(benchmark, name: str) -> None:
+    """The inner loop of every what-if and UKF step: dx/dt on 64 samples (the recommender's sample count)."""
+    p = mvp_model.from_therapy_settings(1.0, 50.0, 10.0)
+    x = np.tile(mvp_model.steady_state(p, 1.0, 140.0), (64, 1))
+    x[:, mvp_model.D1] = 30.0
+    result = benchmark(DERIVATIVES[name], x, p, 16.7, 0.0)
+    assert np.allclose(result, mvp_model.derivatives_reference(x, p, 16.7, 0.0))

@@ -56,6 +56,28 @@ def test_unknown_insulin_action_is_refused() -> None:
 
 
 @pytest.mark.parametrize("theta_tau_min", [0.0, 300.0])
+@pytest.mark.parametrize("shape", [(), (21,), (4, 16)])
+def test_fast_derivatives_equal_the_written_out_equations(theta_tau_min: float, shape: tuple[int, ...]) -> None:
+    p = replace(mvp.from_therapy_settings(1.3, 40.0, 9.0), theta_tau_min=theta_tau_min)
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.0, 300.0, (*shape, mvp.N_STATES))
+    x[..., mvp.THETA] = rng.normal(0.0, 0.5, shape)
+    x[..., mvp.DIST] = rng.normal(0.0, 1.0, shape)
+    for insulin, carbs in ((0.0, 0.0), (20.0, 1.5), (rng.uniform(0, 40, shape), rng.uniform(0, 2, shape))):
+        fast = mvp.derivatives(x, p, insulin, carbs)
+        assert fast.shape == x.shape
+        assert np.allclose(fast, mvp.derivatives_reference(x, p, insulin, carbs), rtol=1e-12, atol=1e-12)
+
+
+def test_clipping_keeps_states_physiological_in_place() -> None:
+    x = np.array([[-1.0, -2.0, -3.0, -4.0, -5.0, 2.0, 5000.0, 9.0, -7.0, -8.0]])
+    out = mvp._clip_physiological(x)
+    assert out is x
+    assert x.tolist() == [[0.0, 0.0, 0.0, 0.0, -5.0, mvp.GLUCOSE_FLOOR_MG_DL, mvp.GLUCOSE_CEILING_MG_DL, 3.0,
+                           -7.0, -8.0]]
+
+
+@pytest.mark.parametrize("theta_tau_min", [0.0, 300.0])
 def test_analytic_jacobian_matches_finite_differences(theta_tau_min: float) -> None:
     p = replace(mvp.from_therapy_settings(1.0, 50.0, 10.0), theta_tau_min=theta_tau_min)
     x = mvp.steady_state(p, 1.0, 150.0)
