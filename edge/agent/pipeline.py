@@ -85,7 +85,9 @@ class HubPipeline:
         self.cgm_quality = CgmQuality()
         self.pump_reservoir_u: float | None = None
         self.pump_occlusion = False
-        self.forecaster = HubForecaster(TwinSettings.from_object(config.therapy), twin_samples=FORECAST_SAMPLES)
+        # the forecaster reads this pipeline's twin (updated once per reading here) instead of running its own
+        self.forecaster = HubForecaster(TwinSettings.from_object(config.therapy), twin_samples=FORECAST_SAMPLES,
+                                        shared_twin=lambda: self.twin)
         self.latest_forecast: Forecast | None = None
         self._warm_up_forecaster()
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -328,9 +328,14 @@ class TwinForecaster(GlucoseForecaster):
     name = "twin"
 
     def __init__(self, settings: TwinSettings, filter_kind: str = "ukf", n_samples: int = 100,
-                 insulin_action: str = "basal", calibrate_intervals: bool = True) -> None:
+                 insulin_action: str = "basal", calibrate_intervals: bool = True,
+                 shared_twin: Callable[[], DigitalTwin] | None = None) -> None:
+        """``shared_twin``: forecast from a twin someone else keeps up to date (the hub's pipeline updates its
+        twin on every reading; a second, identical filter over the same inputs would double the cost). The
+        forecaster then never updates it: its ``observe_*`` only feed the interval calibration."""
         super().__init__()
-        self.twin = DigitalTwin.from_therapy_settings(
+        self._shared_twin = shared_twin
+        self._own_twin = None if shared_twin is not None else DigitalTwin.from_therapy_settings(
             settings, filter_kind=filter_kind, insulin_action=insulin_action  # type: ignore[arg-type]
         )
         self.n_samples = n_samples
@@ -340,6 +345,13 @@ class TwinForecaster(GlucoseForecaster):
         self._rate_since_update: float | None = None
         self._current_rate = settings.basal_u_per_h
         self._calls = 0
+
+    @property
+    def twin(self) -> DigitalTwin:
+        if self._shared_twin is not None:
+            return self._shared_twin()
+        assert self._own_twin is not None
+        return self._own_twin
 
     def observe_bolus(self, minute: float, insulin_u: float) -> None:
         super().observe_bolus(minute, insulin_u)
@@ -358,8 +370,9 @@ class TwinForecaster(GlucoseForecaster):
         super().observe_glucose(minute, glucose_mg_dl)
         if self.scaler is not None:
             self.scaler.observe(float(minute), float(glucose_mg_dl))
-        self.twin.update(glucose_mg_dl, minute, insulin_u=self._pending_insulin_u, carbs_g=self._pending_carbs_g,
-                         basal_u_per_h=self._current_rate)
+        if self._own_twin is not None:
+            self._own_twin.update(glucose_mg_dl, minute, insulin_u=self._pending_insulin_u,
+                                  carbs_g=self._pending_carbs_g, basal_u_per_h=self._current_rate)
         self._pending_insulin_u = self._pending_carbs_g = 0.0
 
     def forecast(self, now_minute: float, horizons_min: Sequence[float] = DEFAULT_HORIZONS_MIN) -> Forecast:

@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ from models.forecast.features import (
     bin_history,
     features_from_bins,
 )
-from models.twin.twin import TwinSettings
+from models.twin.twin import DigitalTwin, TwinSettings
 
 MODEL_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_PATH = MODEL_DIR / "glucose_forecaster.onnx"
@@ -343,10 +343,12 @@ class HubForecaster(GlucoseForecaster):
     name = "hub"
 
     def __init__(self, settings: TwinSettings, model: ForecasterModel | None = None, *,
-                 prior_onnx_weight: float = 0.9, twin_samples: int = 100) -> None:
+                 prior_onnx_weight: float = 0.9, twin_samples: int = 100,
+                 shared_twin: Callable[[], DigitalTwin] | None = None) -> None:
+        """``shared_twin``: the hub's own twin, kept up to date by its pipeline (see ``TwinForecaster``)."""
         super().__init__()
         self.onnx = OnnxForecaster(settings, model, conformal=False)
-        self.twin = TwinForecaster(settings, n_samples=twin_samples)
+        self.twin = TwinForecaster(settings, n_samples=twin_samples, shared_twin=shared_twin)
         self.weights = OnlineBlendWeights(prior_onnx_weight)
         self.conformal = OnlineConformal()
         self.last_weights: NDArray[np.float64] = np.zeros(0)

@@ -38,7 +38,7 @@ from models.forecast.onnx_forecaster import (
     register,
     sha256_of,
 )
-from models.twin.twin import TwinSettings
+from models.twin.twin import DigitalTwin, TwinSettings
 
 from .synthetic_glucose_traces import make_trace
 
@@ -241,6 +241,48 @@ def test_hub_blends_between_onnx_and_twin() -> None:
     w = hub.last_weights
     assert np.isfinite(twin).all() and ((w >= 0) & (w <= 1)).all()
     np.testing.assert_allclose(fc.mean_mg_dl, w * onnx + (1 - w) * twin, rtol=1e-9)
+
+
+class _OwnerOfTheTwin:
+    """Stands in for the hub's pipeline: updates its twin on every reading, then feeds the forecaster."""
+
+    def __init__(self) -> None:
+        self.twin = DigitalTwin.from_therapy_settings(SETTINGS)
+        self.hub = HubForecaster(SETTINGS, twin_samples=20, shared_twin=lambda: self.twin)
+        self.insulin_u = self.carbs_g = 0.0
+        self.rate = SETTINGS.basal_u_per_h
+
+    def observe_basal(self, minute: float, rate: float) -> None:
+        self.rate = SETTINGS.basal_u_per_h if math.isnan(rate) else rate
+        self.hub.observe_basal(minute, rate)
+
+    def observe_bolus(self, minute: float, units: float) -> None:
+        self.insulin_u += units
+        self.hub.observe_bolus(minute, units)
+
+    def observe_carbs(self, minute: float, grams: float) -> None:
+        self.carbs_g += grams
+        self.hub.observe_carbs(minute, grams)
+
+    def observe_glucose(self, minute: float, glucose: float) -> None:
+        self.twin.update(glucose, minute, insulin_u=self.insulin_u, carbs_g=self.carbs_g, basal_u_per_h=self.rate)
+        self.insulin_u = self.carbs_g = 0.0
+        self.hub.observe_glucose(minute, glucose)
+
+
+def test_hub_forecast_from_a_shared_twin_equals_its_own_twin() -> None:
+    """The hub's pipeline lends its twin to the forecaster: same inputs, same forecast, one filter update."""
+    own = HubForecaster(SETTINGS, twin_samples=20)
+    owner = _OwnerOfTheTwin()
+    recording = _recording(hours=6)
+    _feed(own, recording, 330.0)
+    _feed(owner, recording, 330.0)
+    np.testing.assert_array_equal(owner.twin.x, own.twin.twin.x)
+    updates = owner.twin.counters["used"]
+    mine, theirs = own.forecast(330.0), owner.hub.forecast(330.0)
+    np.testing.assert_allclose(theirs.mean_mg_dl, mine.mean_mg_dl, rtol=1e-12)
+    np.testing.assert_allclose(theirs.lower_95_mg_dl, mine.lower_95_mg_dl, rtol=1e-12)
+    assert owner.twin.counters["used"] == updates  # forecasting never moved the owner's twin
 
 
 # -- online calibration pieces ------------------------------------------------------------------------------
