@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from filterpy.kalman import ExtendedKalmanFilter, MerweScaledSigmaPoints, UnscentedKalmanFilter
+from models.twin.lean_filterpy import ExtendedKalmanFilter, MerweScaledSigmaPoints, UnscentedKalmanFilter
 from numpy.typing import NDArray
 
 from models.twin import mvp_model as mvp
