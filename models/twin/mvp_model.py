@@ -123,13 +123,14 @@ def basal_mu_per_min(basal_u_per_h: float) -> float:
 @functools.lru_cache(maxsize=256)
 def _linear_system(p: MVPParameters) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(A^T, c) of the model's linear part, dx/dt = x @ A^T + c, without the insulin and carb inputs and
-    without the two nonlinear terms (SI*exp(theta) in dIeff/dt, -Ieff*G in dG/dt) that ``derivatives`` adds."""
+    without the two nonlinear terms (p2*SI*exp(theta)*(Ip - Ip_ref) in dIeff/dt, -Ieff*G in dG/dt)."""
     A = np.zeros((N_STATES, N_STATES))
     c = np.zeros(N_STATES)
     A[D1, D1] = -1.0 / p.tm_min
     A[D2, D1], A[D2, D2] = 1.0 / p.tm_min, -1.0 / p.tm_min
     A[ISC, ISC] = -1.0 / p.t1_min
     A[IP, ISC], A[IP, IP] = 1.0 / p.t2_min, -1.0 / p.t2_min
+    A[IEFF, IEFF] = -p.p2_per_min
     A[G, G], A[G, D2], A[G, DIST] = -p.gezi_per_min, 1000.0 / (p.vg_dl * p.tm_min), 1.0
     c[G] = p.egp0_mg_dl_per_min
     A[GSC, G], A[GSC, GSC] = 1.0 / p.tsc_min, -1.0 / p.tsc_min
@@ -157,15 +158,32 @@ def derivatives(
     At, c = _linear_system(p)
     dx = x @ At
     dx += c
-    if not (isinstance(carbs_g_per_min, float | int) and carbs_g_per_min == 0):
-        dx[..., D1] += carbs_g_per_min
-    if not (isinstance(insulin_mu_per_min, float | int) and insulin_mu_per_min == 0):
-        dx[..., ISC] += np.multiply(insulin_mu_per_min, 1.0 / (p.t1_min * p.ci_dl_per_min))
-    ieff = x[..., IEFF]
-    dx[..., IEFF] = p.p2_per_min * (p.si_dl_per_mu_per_min * np.exp(x[..., THETA]) * (x[..., IP] - p.ip_ref_mu_dl)
-                                    - ieff)
-    dx[..., G] -= ieff * x[..., G]
+    _add_inputs_and_nonlinear_terms(dx, x, p, insulin_mu_per_min, carbs_g_per_min, 1.0)
     return dx
+
+
+def _add_inputs_and_nonlinear_terms(
+    out: NDArray[np.float64], x: NDArray[np.float64], p: MVPParameters,
+    insulin_mu_per_min: float | NDArray[np.float64], carbs_g_per_min: float | NDArray[np.float64], h: float,
+) -> None:
+    """out += h * (inputs + nonlinear terms at ``x``), in place (``out`` must not be ``x``)."""
+    if not (isinstance(carbs_g_per_min, float | int) and carbs_g_per_min == 0):
+        out[..., D1] += np.multiply(carbs_g_per_min, h)
+    if not (isinstance(insulin_mu_per_min, float | int) and insulin_mu_per_min == 0):
+        out[..., ISC] += np.multiply(insulin_mu_per_min, h / (p.t1_min * p.ci_dl_per_min))
+    out[..., IEFF] += (h * p.p2_per_min * p.si_dl_per_mu_per_min) * np.exp(x[..., THETA]) * (x[..., IP] - p.ip_ref_mu_dl)
+    out[..., G] -= h * x[..., IEFF] * x[..., G]
+
+
+@functools.lru_cache(maxsize=256)
+def _euler_system(p: MVPParameters, h: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(I + h*A)^T and h*c: one Euler substep of the linear part as one matrix product."""
+    At, c = _linear_system(p)
+    Mt = np.eye(N_STATES) + h * At
+    hc = h * c
+    Mt.flags.writeable = False
+    hc.flags.writeable = False
+    return Mt, hc
 
 
 def derivatives_reference(
@@ -240,17 +258,22 @@ def step(
         return x
     n = max(1, math.ceil(dt_min / substep_min - 1e-9))
     h = dt_min / n
+    if method == "euler":  # x + h*f(x), with the linear part and its Euler update fused in one matrix product
+        Mt, hc = _euler_system(p, h)
+        for _ in range(n):
+            nxt = x @ Mt
+            nxt += hc
+            _add_inputs_and_nonlinear_terms(nxt, x, p, insulin_mu_per_min, carbs_g_per_min, h)
+            x = _clip_physiological(nxt)
+        return x
+    if method != "rk4":
+        raise ValueError(f"unknown integration method {method!r} (euler or rk4)")
     for _ in range(n):
-        if method == "euler":
-            x = x + h * derivatives(x, p, insulin_mu_per_min, carbs_g_per_min)
-        elif method == "rk4":
-            k1 = derivatives(x, p, insulin_mu_per_min, carbs_g_per_min)
-            k2 = derivatives(x + 0.5 * h * k1, p, insulin_mu_per_min, carbs_g_per_min)
-            k3 = derivatives(x + 0.5 * h * k2, p, insulin_mu_per_min, carbs_g_per_min)
-            k4 = derivatives(x + h * k3, p, insulin_mu_per_min, carbs_g_per_min)
-            x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
-        else:
-            raise ValueError(f"unknown integration method {method!r} (euler or rk4)")
+        k1 = derivatives(x, p, insulin_mu_per_min, carbs_g_per_min)
+        k2 = derivatives(x + 0.5 * h * k1, p, insulin_mu_per_min, carbs_g_per_min)
+        k3 = derivatives(x + 0.5 * h * k2, p, insulin_mu_per_min, carbs_g_per_min)
+        k4 = derivatives(x + h * k3, p, insulin_mu_per_min, carbs_g_per_min)
+        x = x + (h / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)
         _clip_physiological(x)
     return x
 
