@@ -115,35 +115,67 @@ def _draw_states(
     return samples
 
 
+@dataclass(frozen=True)
+class Draws:
+    """The random numbers of one prediction: initial states, per-block process noise, carb-count factors and
+    white sensor noise. Reusing them across calls gives common random numbers (and skips redrawing)."""
+
+    base: NDArray[np.float64]
+    process: NDArray[np.float64]
+    carb_factor: NDArray[np.float64]
+    white: NDArray[np.float64]
+
+
+def draw(
+    x: NDArray[np.float64], P: NDArray[np.float64], n_samples: int, n_blocks: int, step_min: float, seed: int = 0,
+    carb_count_cv: float = 0.2, q_per_min: NDArray[np.float64] | None = None, r_mg_dl2: float = R_DEFAULT_MG_DL2,
+) -> Draws:
+    if n_samples < 2:
+        raise ScenarioError("n_samples must be >= 2")
+    rng = np.random.default_rng(seed)
+    base = _draw_states(np.asarray(x, float), np.asarray(P, float), n_samples, rng)
+    q = np.asarray(Q_PER_MIN_DEFAULT if q_per_min is None else q_per_min, dtype=float)
+    process = rng.standard_normal((n_blocks, n_samples, N_STATES)) * np.sqrt(q * step_min)
+    carb_factor = np.clip(1.0 + carb_count_cv * rng.standard_normal(n_samples), 0.0, None)
+    white = rng.standard_normal((n_samples,)) * math.sqrt(r_mg_dl2)
+    return Draws(base, process, carb_factor, white)
+
+
+def blocks(horizon_min: float, step_min: float) -> int:
+    """Output steps of ``step_min`` needed to cover ``horizon_min``."""
+    if not (math.isfinite(horizon_min) and 0 < horizon_min <= 24 * 60):
+        raise ScenarioError(f"horizon_min={horizon_min!r} must be within (0, 1440]")
+    return int(math.ceil(horizon_min / float(step_min) - 1e-9))
+
+
 def simulate(
     x: NDArray[np.float64], P: NDArray[np.float64], params: MVPParameters, basal_u_per_h: float,
     scenarios: Sequence[Scenario] = (NO_ACTION,), horizon_min: float = 180.0, step_min: float = 5.0,
     n_samples: int = 200, quantity: Quantity = "sensor", seed: int = 0, carb_count_cv: float = 0.2,
     q_per_min: NDArray[np.float64] | None = None, r_mg_dl2: float = R_DEFAULT_MG_DL2, substep_min: float = 2.5,
+    draws: Draws | None = None,
 ) -> list[Trajectory]:
-    """Trajectories for each scenario from state ``x`` with covariance ``P`` (pure; no twin needed)."""
-    if not (math.isfinite(horizon_min) and 0 < horizon_min <= 24 * 60):
-        raise ScenarioError(f"horizon_min={horizon_min!r} must be within (0, 1440]")
-    if n_samples < 2:
-        raise ScenarioError("n_samples must be >= 2")
-    rng = np.random.default_rng(seed)
-    base = _draw_states(np.asarray(x, float), np.asarray(P, float), n_samples, rng)
+    """Trajectories for each scenario from state ``x`` with covariance ``P`` (pure; no twin needed).
+
+    ``draws`` (from :func:`draw` with the same ``n_samples``, horizon and step) replaces the random numbers
+    the call would draw from ``seed``: equal arguments give equal draws, so passing them changes nothing
+    but the cost."""
     every = float(step_min)
-    n_blocks = int(math.ceil(horizon_min / every - 1e-9))
-    q = np.asarray(Q_PER_MIN_DEFAULT if q_per_min is None else q_per_min, dtype=float)
-    process = rng.standard_normal((n_blocks, n_samples, N_STATES)) * np.sqrt(q * every)
-    carb_factor = np.clip(1.0 + carb_count_cv * rng.standard_normal(n_samples), 0.0, None)
-    white = rng.standard_normal((n_samples,)) * math.sqrt(r_mg_dl2)
+    n_blocks = blocks(horizon_min, every)
+    if draws is None:
+        draws = draw(x, P, n_samples, n_blocks, every, seed, carb_count_cv, q_per_min, r_mg_dl2)
+    elif draws.process.shape[:2] != (n_blocks, n_samples):
+        raise ScenarioError("draws were made for another horizon, step or sample count")
     out_minutes = np.arange(n_blocks + 1, dtype=float) * every
     trajectories = []
     for scenario in scenarios:
-        s = base.copy()
+        s = draws.base.copy()
         s[:, ISC] += scenario.bolus_u * 1000.0 / (params.t1_min * params.ci_dl_per_min)
-        s[:, D1] += scenario.carbs_g * carb_factor
+        s[:, D1] += scenario.carbs_g * draws.carb_factor
         temp_end = scenario.temp_basal_duration_min if scenario.temp_basal_u_per_h is not None else 0.0
         temp_rate = scenario.temp_basal_u_per_h if scenario.temp_basal_u_per_h is not None else basal_u_per_h
         values = np.empty((n_blocks + 1, n_samples))
-        values[0] = _observe(s, quantity, white)
+        values[0] = _observe(s, quantity, draws.white)
         for block in range(n_blocks):
             start, end = block * every, (block + 1) * every
             # piecewise-constant insulin: the temp rate until temp_end, the basal after it
@@ -152,11 +184,12 @@ def simulate(
                 if seg_end > seg_start:
                     s = mvp.step(s, seg_end - seg_start, params, mvp.basal_mu_per_min(float(rate)),
                                  substep_min=substep_min)
-            s += process[block]
-            values[block + 1] = _observe(s, quantity, white)
+            s += draws.process[block]
+            values[block + 1] = _observe(s, quantity, draws.white)
+        lower, upper = np.quantile(values, (0.025, 0.975), axis=1)
         trajectories.append(Trajectory(
             scenario=scenario, quantity=quantity, minutes=out_minutes, mean_mg_dl=values.mean(axis=1),
-            lower_95_mg_dl=np.quantile(values, 0.025, axis=1), upper_95_mg_dl=np.quantile(values, 0.975, axis=1),
+            lower_95_mg_dl=lower, upper_95_mg_dl=upper,
         ))
     return trajectories
 
@@ -164,7 +197,9 @@ def simulate(
 def _observe(s: NDArray[np.float64], quantity: Quantity, white: NDArray[np.float64]) -> NDArray[np.float64]:
     if quantity == "plasma":
         return s[:, G].copy()
-    return np.clip(s[:, GSC] + s[:, NOISE] + white, mvp.GLUCOSE_FLOOR_MG_DL, mvp.GLUCOSE_CEILING_MG_DL)
+    reading = s[:, GSC] + s[:, NOISE]
+    reading += white
+    return np.minimum(np.maximum(reading, mvp.GLUCOSE_FLOOR_MG_DL, out=reading), mvp.GLUCOSE_CEILING_MG_DL, out=reading)
 
 
 def what_if(twin: DigitalTwin, *scenarios: Scenario, horizon_min: float = 180.0, n_samples: int = 200,

@@ -8,7 +8,7 @@ rescue carbs) and ``carbs_delay_min`` (eating after a pre-bolus) are not modelle
 
 from __future__ import annotations
 
-from models.whatif import Scenario, simulate
+from models.whatif import Draws, Scenario, blocks, draw, simulate
 
 from .prediction import HypotheticalAction, PredictedGlucose
 
@@ -18,6 +18,8 @@ RECOMMENDER_STEP_MIN = 10.0  # output every 10 min (Euler sub-steps of 5 min): d
 
 
 class TwinPredictor:
+    """Predictions for ONE decision: it caches trajectories and random draws for the twin's state when first used."""
+
     def __init__(self, twin: object, *, horizon_min: float = RECOMMENDER_HORIZON_MIN,
                  n_samples: int = RECOMMENDER_SAMPLES, seed: int = 0) -> None:
         self.twin = twin
@@ -25,6 +27,7 @@ class TwinPredictor:
         self.n_samples = n_samples
         self.seed = seed
         self._cache: dict[HypotheticalAction, PredictedGlucose] = {}
+        self._draws: Draws | None = None  # drawn once: every prediction of this advice shares them
 
     def predict(self, action: HypotheticalAction) -> PredictedGlucose:
         cached = self._cache.get(action)
@@ -37,11 +40,15 @@ class TwinPredictor:
             temp_basal_duration_min=action.temp_basal_duration_min if action.temp_basal_u_per_h is not None else 0.0,
         )
         twin = self.twin
+        if self._draws is None:
+            self._draws = draw(twin.x, twin.P, self.n_samples,  # type: ignore[attr-defined]
+                               blocks(self.horizon_min, RECOMMENDER_STEP_MIN), RECOMMENDER_STEP_MIN, self.seed,
+                               q_per_min=twin.filter.q_per_min, r_mg_dl2=twin.filter.r_mg_dl2)  # type: ignore[attr-defined]
         (trajectory,) = simulate(
             twin.x, twin.P, twin.params, twin.basal_u_per_h, (scenario,),  # type: ignore[attr-defined]
             horizon_min=self.horizon_min, step_min=RECOMMENDER_STEP_MIN, substep_min=RECOMMENDER_STEP_MIN / 2,
             n_samples=self.n_samples, seed=self.seed, q_per_min=twin.filter.q_per_min,  # type: ignore[attr-defined]
-            r_mg_dl2=twin.filter.r_mg_dl2,  # type: ignore[attr-defined]
+            r_mg_dl2=twin.filter.r_mg_dl2, draws=self._draws,  # type: ignore[attr-defined]
         )
         result = PredictedGlucose(trajectory.minutes, trajectory.mean_mg_dl, trajectory.lower_95_mg_dl,
                                   trajectory.upper_95_mg_dl, action)

@@ -295,6 +295,36 @@ class OnnxForecaster(GlucoseForecaster):
         return Forecast(self.name, float(now_minute), horizons, mean, lower, upper)
 
 
+class _ResidualPairWindow:
+    """The last ``size`` residual pairs (a, b) with running sums of a^2, b^2 and a*b (O(1) per pair)."""
+
+    def __init__(self, size: int) -> None:
+        self.pairs: deque[tuple[float, float]] = deque()
+        self.size = size
+        self.sum_aa = self.sum_bb = self.sum_ab = 0.0
+        self._since_exact = 0
+
+    def append(self, a: float, b: float) -> None:
+        self.pairs.append((a, b))
+        self.sum_aa += a * a
+        self.sum_bb += b * b
+        self.sum_ab += a * b
+        if len(self.pairs) > self.size:
+            old_a, old_b = self.pairs.popleft()
+            self.sum_aa -= old_a * old_a
+            self.sum_bb -= old_b * old_b
+            self.sum_ab -= old_a * old_b
+        self._since_exact += 1
+        if self._since_exact >= self.size:  # recompute now and then: running sums drift by rounding
+            self._since_exact = 0
+            self.sum_aa = math.fsum(a * a for a, _ in self.pairs)
+            self.sum_bb = math.fsum(b * b for _, b in self.pairs)
+            self.sum_ab = math.fsum(a * b for a, b in self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+
 class OnlineBlendWeights:
     """Per-horizon variance-minimising weight of forecast A against forecast B from matured residual pairs."""
 
@@ -303,7 +333,7 @@ class OnlineBlendWeights:
         self.prior = prior_weight_a
         self.window = window
         self.min_count = min_count
-        self.pairs: dict[float, deque[tuple[float, float]]] = {}
+        self.pairs: dict[float, _ResidualPairWindow] = {}
         self.pending = _MaturingQueue(tolerance_min)
         self._cache: dict[float, float] = {}
 
@@ -314,7 +344,7 @@ class OnlineBlendWeights:
 
     def observe(self, minute: float, glucose_mg_dl: float) -> None:
         for h, (a, b) in self.pending.matured(minute):
-            self.pairs.setdefault(h, deque(maxlen=self.window)).append((glucose_mg_dl - a, glucose_mg_dl - b))
+            self.pairs.setdefault(h, _ResidualPairWindow(self.window)).append(glucose_mg_dl - a, glucose_mg_dl - b)
             self._cache.pop(h, None)
 
     def weight_a(self, h: float) -> float:
@@ -324,12 +354,11 @@ class OnlineBlendWeights:
         return self._cache[h]
 
     def _weight(self, h: float) -> float:
-        pairs = self.pairs.get(h)
-        if pairs is None or len(pairs) < self.min_count:
+        window = self.pairs.get(h)
+        if window is None or len(window) < self.min_count:
             return self.prior
-        e = np.array(pairs)
-        va, vb = float(np.mean(e[:, 0] ** 2)), float(np.mean(e[:, 1] ** 2))
-        c = float(np.mean(e[:, 0] * e[:, 1]))
+        n = len(window)
+        va, vb, c = window.sum_aa / n, window.sum_bb / n, window.sum_ab / n
         denom = va + vb - 2 * c
         if denom <= 1e-9:
             return self.prior
@@ -348,7 +377,9 @@ class HubForecaster(GlucoseForecaster):
         """``shared_twin``: the hub's own twin, kept up to date by its pipeline (see ``TwinForecaster``)."""
         super().__init__()
         self.onnx = OnnxForecaster(settings, model, conformal=False)
-        self.twin = TwinForecaster(settings, n_samples=twin_samples, shared_twin=shared_twin)
+        # only the twin's mean enters the blend (the band is the ONNX quantiles, conformally widened), so the
+        # twin's own interval calibration would be work for nothing
+        self.twin = TwinForecaster(settings, n_samples=twin_samples, calibrate_intervals=False, shared_twin=shared_twin)
         self.weights = OnlineBlendWeights(prior_onnx_weight)
         self.conformal = OnlineConformal()
         self.last_weights: NDArray[np.float64] = np.zeros(0)

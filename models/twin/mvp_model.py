@@ -253,9 +253,9 @@ def step(
     Euler with 1-min substeps is stable and accurate to well under 1 mg/dL here (the fastest time constant,
     tsc, is 5-10 min); RK4 costs four derivative evaluations per substep for little gain (see the benchmark).
     """
-    x = np.array(x, dtype=float, copy=True)
+    x = np.asarray(x, dtype=float)  # never written to: every substep makes a new array
     if dt_min <= 0:
-        return x
+        return x.copy()
     n = max(1, math.ceil(dt_min / substep_min - 1e-9))
     h = dt_min / n
     if method == "euler":  # x + h*f(x), with the linear part and its Euler update fused in one matrix product

@@ -318,6 +318,25 @@ def test_blend_weight_prefers_the_better_forecast() -> None:
     assert blend.weight_a(30.0) > 0.9
 
 
+def test_blend_weight_from_running_sums_equals_the_direct_formula_over_the_window() -> None:
+    rng = np.random.default_rng(4)
+    blend = OnlineBlendWeights(prior_weight_a=0.5, window=50, min_count=10)
+    h = np.array([30.0])
+    residuals: list[tuple[float, float]] = []
+    forecasts: dict[int, tuple[float, float]] = {}
+    for k in range(400):  # 8 windows: pairs leave the window and the running sums are re-summed
+        truth = float(rng.normal(120, 30))
+        blend.observe(5.0 * k, truth)
+        if k >= 6:
+            a, b = forecasts[k - 6]
+            residuals.append((truth - a, truth - b))
+        forecasts[k] = (truth + rng.normal(0, 10), truth + rng.normal(5, 25))
+        blend.record(5.0 * k, h, np.array([forecasts[k][0]]), np.array([forecasts[k][1]]))
+    e = np.array(residuals[-50:])
+    va, vb, c = np.mean(e[:, 0] ** 2), np.mean(e[:, 1] ** 2), np.mean(e[:, 0] * e[:, 1])
+    assert blend.weight_a(30.0) == pytest.approx(float(np.clip((vb - c) / (va + vb - 2 * c), 0, 1)), rel=1e-9)
+
+
 def test_feature_names_match_the_sidecar() -> None:
     assert tuple(json.loads(DEFAULT_SIDECAR_PATH.read_text())["feature_names"]) == FEATURE_NAMES
 
