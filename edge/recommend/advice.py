@@ -94,28 +94,38 @@ def _value_at(trajectory: PredictedGlucose, minute: float) -> float:
     return float(np.interp(minute, trajectory.minutes, trajectory.mean_mg_dl))
 
 
+def _deliverable_u(units: float, increment_u: float) -> float:
+    """``units`` rounded down to what the pump can deliver (a whole number of increments)."""
+    if increment_u <= 0:
+        return units
+    return round(math.floor(units / increment_u + 1e-9) * increment_u, 6)
+
+
 def _max_bolus_keeping_minimum(
     predictor: Predictor, bolus_u: float, carbs_g: float, floor_mg_dl: float, increment_u: float
 ) -> float:
-    """The largest bolus <= ``bolus_u`` whose predicted minimum stays >= ``floor_mg_dl`` (bisection)."""
-    if bolus_u <= 0:
+    """The largest deliverable bolus (whole increments) <= ``bolus_u`` whose predicted minimum stays >=
+    ``floor_mg_dl`` (bisection over the increments; the advice's own prediction then reuses the last one)."""
+    steps = math.floor(bolus_u / increment_u + 1e-9) if increment_u > 0 else 0
+    if bolus_u <= 0 or steps <= 0:
         return 0.0
 
-    def keeps_minimum(units: float) -> bool:
+    def keeps_minimum(step_count: int) -> bool:
+        units = round(step_count * increment_u, 6)
         trajectory = predictor.predict(HypotheticalAction(bolus_u=units, carbs_g=carbs_g))
         # The next few minutes are already decided by what happened before; a bolus acts after that.
         return trajectory.min_between_mg_dl(BOLUS_ACTS_AFTER_MIN, math.inf) >= floor_mg_dl
 
-    if keeps_minimum(bolus_u):
-        return bolus_u
-    low, high = 0.0, bolus_u
-    while high - low > increment_u / 2:
-        middle = (low + high) / 2
+    if keeps_minimum(steps):
+        return round(steps * increment_u, 6)
+    low, high = 0, steps  # low keeps the minimum (no bolus does, by definition here), high does not
+    while high - low > 1:
+        middle = (low + high) // 2
         if keeps_minimum(middle):
             low = middle
         else:
             high = middle
-    return low
+    return round(low * increment_u, 6)
 
 
 def _rescue_carbs_g(predictor: Predictor, cap_g: float) -> tuple[float, PredictedGlucose | None]:
@@ -237,8 +247,10 @@ def recommend(
     if safe_total < total_u - 1e-9:
         reasons.append(f"reduced to {safe_total:.2f} U so the predicted minimum stays above {floor:.0f} mg/dL")
         numbers["reduced_for_predicted_minimum_u"] = round(total_u - safe_total, 3)
-    meal_part = min(meal_u, safe_total)
-    correction_part = safe_total - meal_part
+    # Split the deliverable total so both parts are whole increments: the limits' rounding then takes nothing
+    # more off, and the dose given is the one whose prediction was checked.
+    meal_part = _deliverable_u(min(meal_u, safe_total), settings.bolus_increment_u)
+    correction_part = round(safe_total - meal_part, 6)
 
     temp = None
     if snapshot.pump_supports_temp_basal and not announced_carbs_g:
