@@ -5,7 +5,8 @@
 * latency from a reading's arrival to its durable commit (and stored advice when due), p50/p99 over
   ``--readings`` 5-minute readings on a real SQLite file (WAL, synchronous=FULL):
   baseline "store only" = ``HubStore.add_reading`` (one commit each) vs the full ``HubPipeline.on_reading``
-  (reading + outbox + UKF twin + 48-sample forecast + alerts + advice, one commit);
+  (reading + outbox + one UKF twin update + the hub forecast (ONNX + the twin's 16-sample what-if mean) +
+  alerts + advice when due, one commit);
 * a year of one person's readings (105,120): baseline "store only, 1 commit/day" vs ``edge.agent.replay``
   with the EKF twin on every reading, vs replay with the twin over the last 14 days; the full live pipeline is
   extrapolated from its measured mean latency (running it would take most of an hour);
@@ -125,7 +126,7 @@ def profile_parts(profile: cProfile.Profile, calls: int) -> dict[str, float]:
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     parts = {
         "sqlite execute (incl. COMMIT fsync)": ("execute' of 'sqlite3.Connection",),
-        "forecast what_if (48 samples)": ("whatif.py", "what_if"),
+        "forecast what_if (twin mean, 16 samples)": ("whatif.py", "what_if"),
         "twin UKF update": ("twin.py", "update"),
         "twin to_dict + json": ("twin.py", "to_dict"),
         "advice (recommend)": ("pipeline.py", "advise"),
