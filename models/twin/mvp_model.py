@@ -138,10 +138,14 @@ def _linear_system(p: MVPParameters) -> tuple[NDArray[np.float64], NDArray[np.fl
         A[THETA, THETA] = -1.0 / p.theta_tau_min
     A[DIST, DIST] = -1.0 / p.dist_tau_min
     A[NOISE, NOISE] = -1.0 / p.noise_tau_min
-    At = A.T.copy()
-    At.flags.writeable = False
-    c.flags.writeable = False
-    return At, c
+    return _read_only(A.T.copy(), c)  # type: ignore[return-value]
+
+
+def _read_only(*arrays: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+    """Cached arrays are shared by every caller: make an accidental in-place write fail loudly."""
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
 
 
 def derivatives(
@@ -179,11 +183,7 @@ def _add_inputs_and_nonlinear_terms(
 def _euler_system(p: MVPParameters, h: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(I + h*A)^T and h*c: one Euler substep of the linear part as one matrix product."""
     At, c = _linear_system(p)
-    Mt = np.eye(N_STATES) + h * At
-    hc = h * c
-    Mt.flags.writeable = False
-    hc.flags.writeable = False
-    return Mt, hc
+    return _read_only(np.eye(N_STATES) + h * At, h * c)  # type: ignore[return-value]
 
 
 def derivatives_reference(
