@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..safety import DoseProposal, DosingContext, LimitedDose, SafetyLimits, apply_hard_limits
+from ..safety import DoseProposal, DosingContext, LimitedDose, SafetyLimits, apply_hard_limits, floor_to_increment
 from ..therapy_settings import TherapySettings
 from .prediction import HypotheticalAction, PredictedGlucose, Predictor
 from .snapshot import HubSnapshot
@@ -94,20 +94,13 @@ def _value_at(trajectory: PredictedGlucose, minute: float) -> float:
     return float(np.interp(minute, trajectory.minutes, trajectory.mean_mg_dl))
 
 
-def _deliverable_u(units: float, increment_u: float) -> float:
-    """``units`` rounded down to what the pump can deliver (a whole number of increments)."""
-    if increment_u <= 0:
-        return units
-    return round(math.floor(units / increment_u + 1e-9) * increment_u, 6)
-
-
 def _max_bolus_keeping_minimum(
     predictor: Predictor, bolus_u: float, carbs_g: float, floor_mg_dl: float, increment_u: float
 ) -> float:
     """The largest deliverable bolus (whole increments) <= ``bolus_u`` whose predicted minimum stays >=
     ``floor_mg_dl`` (bisection over the increments; the advice's own prediction then reuses the last one)."""
-    steps = math.floor(bolus_u / increment_u + 1e-9) if increment_u > 0 else 0
-    if bolus_u <= 0 or steps <= 0:
+    steps = round(floor_to_increment(bolus_u, increment_u) / increment_u) if increment_u > 0 else 0
+    if steps <= 0:
         return 0.0
 
     def keeps_minimum(step_count: int) -> bool:
@@ -249,7 +242,7 @@ def recommend(
         numbers["reduced_for_predicted_minimum_u"] = round(total_u - safe_total, 3)
     # Split the deliverable total so both parts are whole increments: the limits' rounding then takes nothing
     # more off, and the dose given is the one whose prediction was checked.
-    meal_part = _deliverable_u(min(meal_u, safe_total), settings.bolus_increment_u)
+    meal_part = floor_to_increment(min(meal_u, safe_total), settings.bolus_increment_u)
     correction_part = round(safe_total - meal_part, 6)
 
     temp = None

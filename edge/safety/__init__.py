@@ -15,6 +15,7 @@ from .rules import (
     SafetyViolation,
     apply_hard_limits,
     assert_within_limits,
+    floor_to_increment,
     limit_violations,
 )
 
@@ -31,6 +32,7 @@ __all__ = [
     "SafetyViolation",
     "apply_hard_limits",
     "assert_within_limits",
+    "floor_to_increment",
     "default_limits",
     "limit_violations",
 ]

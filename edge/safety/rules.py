@@ -259,7 +259,8 @@ def cap_rescue_carbs(draft: DoseProposal, context: DosingContext, limits: Safety
     )
 
 
-def _floor_to(value: float, increment: float) -> float:
+def floor_to_increment(value: float, increment: float) -> float:
+    """``value`` rounded down to whole ``increment``s (what a pump can deliver); 0 for a non-positive increment."""
     if increment <= 0 or not math.isfinite(increment):
         return 0.0
     steps = math.floor(value / increment + _EPSILON)
@@ -268,11 +269,11 @@ def _floor_to(value: float, increment: float) -> float:
 
 def round_down_to_pump_increments(draft: DoseProposal, context: DosingContext, limits: SafetyLimits):
     """Round amounts down to what the pump can deliver; rounding down never breaks a cap."""
-    meal = _floor_to(draft.meal_bolus_u, context.bolus_increment_u)
-    correction = _floor_to(draft.correction_bolus_u, context.bolus_increment_u)
+    meal = floor_to_increment(draft.meal_bolus_u, context.bolus_increment_u)
+    correction = floor_to_increment(draft.correction_bolus_u, context.bolus_increment_u)
     temp = draft.temp_basal_u_per_h
     if temp is not None:
-        temp = _floor_to(temp, context.basal_increment_u_per_h)
+        temp = floor_to_increment(temp, context.basal_increment_u_per_h)
     carbs = float(math.floor(draft.rescue_carbs_g + _EPSILON))
     rounded = replace(
         draft, meal_bolus_u=meal, correction_bolus_u=correction, temp_basal_u_per_h=temp, rescue_carbs_g=carbs
