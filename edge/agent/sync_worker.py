@@ -25,10 +25,16 @@ def credentials_dir(config: HubConfig) -> Path:
     return config.storage_path.parent / "credentials"
 
 
-def load_or_enroll(config: HubConfig, stop: threading.Event) -> HubCredentials | None:
+def saved_credentials(config: HubConfig) -> HubCredentials | None:
     directory = credentials_dir(config)
-    if (directory / "hub-credentials.json").exists():
-        return HubCredentials.load(directory)
+    return HubCredentials.load(directory) if (directory / "hub-credentials.json").exists() else None
+
+
+def load_or_enroll(config: HubConfig, stop: threading.Event) -> HubCredentials | None:
+    saved = saved_credentials(config)
+    if saved is not None:
+        return saved
+    directory = credentials_dir(config)
     if not config.cloud.enrollment_code or not config.cloud.url:
         logger.warning("cloud sync configured without an enrollment code and without saved credentials")
         return None
@@ -69,12 +75,12 @@ def flush_outbox(config: HubConfig) -> int | None:
     Only with saved credentials (never enrols) and only when nothing else syncs this database; errors
     propagate, and whatever is not acknowledged stays in the outbox for the next run.
     """
-    directory = credentials_dir(config)
-    if not config.cloud.url or not (directory / "hub-credentials.json").exists():
+    credentials = saved_credentials(config)
+    if not config.cloud.url or credentials is None:
         return None
     outbox = Outbox.open(config.storage_path)
     try:
-        client = SyncClient(outbox, HubCredentials.load(directory), SyncConfig(base_url=config.cloud.url))
+        client = SyncClient(outbox, credentials, SyncConfig(base_url=config.cloud.url))
         return client.sync_once().pending
     finally:
         outbox.close()
