@@ -179,6 +179,29 @@ def _add_inputs_and_nonlinear_terms(
     out[..., G] -= h * x[..., IEFF] * x[..., G]
 
 
+def _add_nonlinear_terms(out: NDArray[np.float64], x: NDArray[np.float64], p: MVPParameters, h: float) -> None:
+    """out += h * (the two nonlinear terms at ``x``), in place, in as few numpy calls as the arithmetic allows."""
+    action = np.exp(x[..., THETA])
+    action *= h * p.p2_per_min * p.si_dl_per_mu_per_min
+    action *= x[..., IP] - p.ip_ref_mu_dl if p.ip_ref_mu_dl else x[..., IP]
+    out[..., IEFF] += action
+    uptake = x[..., IEFF] * h
+    uptake *= x[..., G]
+    out[..., G] -= uptake
+
+
+@functools.lru_cache(maxsize=1024)
+def _euler_system_with_inputs(
+    p: MVPParameters, h: float, insulin_mu_per_min: float, carbs_g_per_min: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`_euler_system` with constant insulin and carb inputs added to the constant term."""
+    Mt, hc = _euler_system(p, h)
+    with_inputs = hc.copy()
+    with_inputs[D1] += carbs_g_per_min * h
+    with_inputs[ISC] += insulin_mu_per_min * (h / (p.t1_min * p.ci_dl_per_min))
+    return _read_only(Mt, with_inputs)  # type: ignore[return-value]
+
+
 @functools.lru_cache(maxsize=256)
 def _euler_system(p: MVPParameters, h: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(I + h*A)^T and h*c: one Euler substep of the linear part as one matrix product."""
@@ -259,6 +282,15 @@ def step(
     n = max(1, math.ceil(dt_min / substep_min - 1e-9))
     h = dt_min / n
     if method == "euler":  # x + h*f(x), with the linear part and its Euler update fused in one matrix product
+        if isinstance(insulin_mu_per_min, float | int) and isinstance(carbs_g_per_min, float | int):
+            # Constant scalar inputs join the constant term: a substep is then a dozen numpy calls.
+            Mt, hc = _euler_system_with_inputs(p, h, float(insulin_mu_per_min), float(carbs_g_per_min))
+            for _ in range(n):
+                nxt = x @ Mt
+                nxt += hc
+                _add_nonlinear_terms(nxt, x, p, h)
+                x = _clip_physiological(nxt)
+            return x
         Mt, hc = _euler_system(p, h)
         for _ in range(n):
             nxt = x @ Mt
