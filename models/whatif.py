@@ -203,17 +203,20 @@ def _observe(s: NDArray[np.float64], quantity: Quantity, white: NDArray[np.float
 
 
 def what_if(twin: DigitalTwin, *scenarios: Scenario, horizon_min: float = 180.0, n_samples: int = 200,
-            quantity: Quantity = "sensor", seed: int = 0, basal_u_per_h: float | None = None) -> list[Trajectory]:
+            quantity: Quantity = "sensor", seed: int = 0, basal_u_per_h: float | None = None,
+            step_min: float = 5.0, substep_min: float = 2.5) -> list[Trajectory]:
     """Trajectories for each scenario (default: no action) from a ``DigitalTwin``'s current belief.
 
     ``basal_u_per_h`` is the rate delivered when no temp basal of the scenario applies; by default the rate
-    the twin was last told (so a running temp basal is assumed to continue).
+    the twin was last told (so a running temp basal is assumed to continue). ``step_min`` is the output
+    resolution, ``substep_min`` the Euler substep (at most 5 min: the sensor lag's time constant is 5-10 min).
     """
     chosen = scenarios or (NO_ACTION,)
     rate = twin.basal_u_per_h if basal_u_per_h is None else float(basal_u_per_h)
     if not (math.isfinite(rate) and 0 <= rate <= 35.0):
         raise ScenarioError(f"basal_u_per_h={basal_u_per_h!r} must be within 0..35")
     return simulate(
-        twin.x, twin.P, twin.params, rate, chosen, horizon_min=horizon_min, n_samples=n_samples,
+        twin.x, twin.P, twin.params, rate, chosen, horizon_min=horizon_min, step_min=step_min, n_samples=n_samples,
         quantity=quantity, seed=seed, q_per_min=twin.filter.q_per_min, r_mg_dl2=twin.filter.r_mg_dl2,
+        substep_min=substep_min,
     )

@@ -329,16 +329,20 @@ class TwinForecaster(GlucoseForecaster):
 
     def __init__(self, settings: TwinSettings, filter_kind: str = "ukf", n_samples: int = 100,
                  insulin_action: str = "basal", calibrate_intervals: bool = True,
-                 shared_twin: Callable[[], DigitalTwin] | None = None) -> None:
+                 shared_twin: Callable[[], DigitalTwin] | None = None, step_min: float = 5.0,
+                 substep_min: float = 2.5) -> None:
         """``shared_twin``: forecast from a twin someone else keeps up to date (the hub's pipeline updates its
         twin on every reading; a second, identical filter over the same inputs would double the cost). The
-        forecaster then never updates it: its ``observe_*`` only feed the interval calibration."""
+        forecaster then never updates it: its ``observe_*`` only feed the interval calibration.
+        ``step_min``/``substep_min``: the what-if's output step and Euler substep (see ``models.whatif``)."""
         super().__init__()
         self._shared_twin = shared_twin
         self._own_twin = None if shared_twin is not None else DigitalTwin.from_therapy_settings(
             settings, filter_kind=filter_kind, insulin_action=insulin_action  # type: ignore[arg-type]
         )
         self.n_samples = n_samples
+        self.step_min = step_min
+        self.substep_min = substep_min
         self.scaler = OnlineIntervalScaler() if calibrate_intervals else None
         self._pending_insulin_u = 0.0
         self._pending_carbs_g = 0.0
@@ -383,7 +387,7 @@ class TwinForecaster(GlucoseForecaster):
         offset = max(0.0, float(now_minute) - float(self.twin.last_minute))
         self._calls += 1
         (traj,) = what_if(self.twin, horizon_min=float(horizons.max()) + offset, n_samples=self.n_samples,
-                          seed=self._calls)
+                          seed=self._calls, step_min=self.step_min, substep_min=self.substep_min)
         at = horizons + offset
         mean = np.interp(at, traj.minutes, traj.mean_mg_dl)
         lower = np.interp(at, traj.minutes, traj.lower_95_mg_dl)

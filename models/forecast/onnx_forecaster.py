@@ -365,6 +365,10 @@ class OnlineBlendWeights:
         return float(np.clip((vb - c) / denom, 0.0, 1.0))
 
 
+HUB_TWIN_STEP_MIN = 10.0
+HUB_TWIN_SUBSTEP_MIN = 5.0
+
+
 class HubForecaster(GlucoseForecaster):
     """THE HUB'S FORECAST (method ``"hub"``): online blend of the ONNX forecaster and the twin, with an
     online-calibrated 95 % interval (see the module docstring)."""
@@ -378,8 +382,12 @@ class HubForecaster(GlucoseForecaster):
         super().__init__()
         self.onnx = OnnxForecaster(settings, model, conformal=False)
         # only the twin's mean enters the blend (the band is the ONNX quantiles, conformally widened), so the
-        # twin's own interval calibration would be work for nothing
-        self.twin = TwinForecaster(settings, n_samples=twin_samples, calibrate_intervals=False, shared_twin=shared_twin)
+        # twin's own interval calibration would be work for nothing. The mean is needed at the horizons (10-min
+        # multiples), so the twin runs at the recommender's resolution (10-min output, 5-min Euler substeps):
+        # half the cost of 2.5-min substeps, for at most ~5 mg/dL (2 %) at the peak of a large meal, far inside
+        # the forecast's own error (tests/models/test_whatif.py pins the difference)
+        self.twin = TwinForecaster(settings, n_samples=twin_samples, calibrate_intervals=False, shared_twin=shared_twin,
+                                   step_min=HUB_TWIN_STEP_MIN, substep_min=HUB_TWIN_SUBSTEP_MIN)
         self.weights = OnlineBlendWeights(prior_onnx_weight)
         self.conformal = OnlineConformal()
         self.last_weights: NDArray[np.float64] = np.zeros(0)
