@@ -199,8 +199,16 @@ class HubPipeline:
             except Exception:  # the model failing must never cost a reading
                 logger.exception("twin/forecast failed on reading at offset %s", reading.time_offset_min)
         outcome.alerts = alert_events
+        advice = None
+        if (moves_forward and outcome.forecast_min_mg_dl is not None and self.auto_advice
+                and self._advice_due(reading, outcome.forecast_min_mg_dl, at_min)):
+            self._last_advice_min = at_min
+            try:  # stored with the reading, in the same transaction (one fsync)
+                advice = self._recommend(self.snapshot(reading), 0.0)
+            except Exception:  # the recommender failing must never cost a reading either
+                logger.exception("advice failed on reading at offset %s", reading.time_offset_min)
         try:
-            self._commit_reading(reading, payloads, twin_state, twin_parameters, alert_events)
+            self._commit_reading(reading, payloads, twin_state, twin_parameters, alert_events, advice)
         except Exception:
             # Nothing was stored: put the twin back where the store has it, so memory and disk agree and the
             # same reading, delivered again (backfill or retry), is not counted twice.
@@ -208,15 +216,15 @@ class HubPipeline:
             raise
         if self.latest_reading is None or reading.timestamp_ms >= self.latest_reading.timestamp_ms:
             self.latest_reading = reading
-        if (moves_forward and outcome.forecast_min_mg_dl is not None and self.auto_advice
-                and self._advice_due(reading, outcome.forecast_min_mg_dl, at_min)):
-            self._last_advice_min = at_min
-            outcome.advice = self.advise(announced_carbs_g=0.0, store=True)
+        outcome.advice = advice
         return outcome
 
     def _commit_reading(self, reading: StoredReading, payloads: list[SummaryPayload], twin_state: dict | None,
-                        twin_parameters: SummaryPayload | None, alert_events: list[AlertEvent]) -> None:
+                        twin_parameters: SummaryPayload | None, alert_events: list[AlertEvent],
+                        advice: Advice | None = None) -> None:
         with self.store.transaction() as conn:
+            if advice is not None:
+                self._store_advice(advice)
             self.store.add_reading(reading)
             for payload in payloads:
                 self._enqueue(conn, payload)
@@ -268,9 +276,10 @@ class HubPipeline:
 
     # --- derived views -------------------------------------------------------------------------------------
 
-    def snapshot(self) -> HubSnapshot:
+    def snapshot(self, reading: StoredReading | None = None) -> HubSnapshot:
+        """What the recommender sees now; ``reading``: the one being processed (default: the latest stored)."""
         now = self.now_ms()
-        reading = self.latest_reading
+        reading = reading or self.latest_reading
         estimate = self.latest_estimate
         return HubSnapshot(
             glucose_mg_dl=reading.glucose_mg_dl if reading else None,
@@ -286,13 +295,19 @@ class HubPipeline:
 
     def advise(self, announced_carbs_g: float = 0.0, *, store: bool = True) -> Advice:
         """Advice for now (a meal when ``announced_carbs_g`` > 0), recorded for the person to confirm."""
-        advice = recommend(self.snapshot(), self.config.therapy, self.config.limits, TwinPredictor(self.twin),
-                           announced_carbs_g=announced_carbs_g)
+        advice = self._recommend(self.snapshot(), announced_carbs_g)
         if store:
-            payload = advice.to_dict()
-            rec_id = self.store.add_recommendation(self.now_ms(), advice.kind.value, payload)
-            advice.numbers["recommendation_id"] = rec_id
+            self._store_advice(advice)
         return advice
+
+    def _recommend(self, snapshot: HubSnapshot, announced_carbs_g: float) -> Advice:
+        return recommend(snapshot, self.config.therapy, self.config.limits, TwinPredictor(self.twin),
+                         announced_carbs_g=announced_carbs_g)
+
+    def _store_advice(self, advice: Advice) -> None:
+        """Record advice for the person to confirm (joins the caller's transaction, if any)."""
+        rec_id = self.store.add_recommendation(self.now_ms(), advice.kind.value, advice.to_dict())
+        advice.numbers["recommendation_id"] = rec_id
 
     def decide(self, recommendation_id: int, followed: bool) -> None:
         """Record that the person confirmed or declined a recommendation (and sync the outcome)."""

@@ -73,6 +73,35 @@ def test_low_glucose_raises_an_alert_and_rescue_advice(tmp_path: Path) -> None:
     assert advice["payload"]["bolus_u"] == 0.0
 
 
+def test_automatic_advice_is_committed_with_its_reading_and_a_failing_recommender_costs_nothing(
+        tmp_path: Path, monkeypatch) -> None:
+    clock = [START_MS]
+    store, _outbox, pipeline = make(tmp_path, clock)
+    statements: list[str] = []
+    store.conn.set_trace_callback(statements.append)
+    for minute, glucose in enumerate([110, 100, 90, 80, 72, 66, 62]):
+        clock[0] = START_MS + minute * 5 * 60_000
+        statements.clear()
+        outcome = pipeline.on_reading(reading(minute * 5, glucose))
+        if outcome.advice is not None:
+            break
+    store.conn.set_trace_callback(None)
+    assert outcome.advice is not None
+    advice_id = outcome.advice.numbers["recommendation_id"]
+    assert store.recommendation(advice_id)["created_at_ms"] == clock[0]
+    assert sum(1 for sql in statements if sql.strip().upper() == "COMMIT") == 1  # reading + advice: one fsync
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("recommender bug")
+
+    monkeypatch.setattr(pipeline, "_recommend", broken)
+    monkeypatch.setattr(pipeline, "_last_advice_min", -math.inf)
+    clock[0] += 5 * 60_000
+    outcome = pipeline.on_reading(reading(35, 58))
+    assert outcome.stored and outcome.advice is None
+    assert store.has_reading("session-1", 35)
+
+
 def test_meal_advice_is_recorded_and_the_decision_synced(tmp_path: Path) -> None:
     clock = [START_MS]
     store, outbox, pipeline = make(tmp_path, clock)
