@@ -12,7 +12,11 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
 4. The bolus is then reduced (bisection) until the predicted minimum WITH the bolus stays at or above the
    suspend threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value).
 5. Hypoglycaemia prevention: if glucose is low, or the no-action prediction falls below the low threshold
-   within 60 min, the smallest amount of fast carbs (5 g steps) that keeps the prediction above it.
+   within 60 min. A pump that can suspend is suspended first; when the prediction WITH the suspension stays
+   above the low threshold, suspending is the whole advice (no carbs the person does not need: they become
+   the next high). Otherwise fast carbs, on top of the suspension, sized like oref0's carbsReq: the deficit of
+   the predicted minimum (next 90 min) below the rescue target, divided by the carb sensitivity (ISF / CR),
+   rounded up to 5 g; at least 15 g (or half the age group's cap, if smaller) when glucose is already low.
 6. Temporary basal (pumps that support it, no meal): suspend on a predicted low, a high temp for a small
    correction need, a low temp when the eventual glucose is below target.
 7. Every proposal passes :func:`edge.safety.apply_hard_limits`; the rules that changed it are listed.
@@ -37,6 +41,8 @@ HYPO_LOOKAHEAD_MIN = 60.0
 RESCUE_TARGET_MG_DL = 80.0
 RESCUE_ABSORPTION_MIN = 45.0
 RESCUE_ACTS_AFTER_MIN = 30.0
+RESCUE_STEP_G = 5.0
+LOW_NOW_MIN_CARBS_G = 15.0  # the "15-15 rule" for a low already here
 BOLUS_ACTS_AFTER_MIN = 15.0
 CORRECTION_NEAR_MIN = 60.0
 MAX_TWIN_ISF_FACTOR = 1.5
@@ -121,17 +127,33 @@ def _max_bolus_keeping_minimum(
     return round(low * increment_u, 6)
 
 
-def _rescue_carbs_g(predictor: Predictor, cap_g: float) -> tuple[float, PredictedGlucose | None]:
-    """Smallest fast-carb amount (5 g steps, up to ``cap_g``) keeping 30-90 min from now above the rescue target."""
-    grams = 5.0
-    trajectory = None
-    while grams <= max(cap_g, 5.0):
-        trajectory = predictor.predict(HypotheticalAction(carbs_g=grams, carbs_absorption_min=RESCUE_ABSORPTION_MIN))
-        # Fast carbs need ~15-30 min to act: judge the hour after that, not the low that is already here.
-        if trajectory.min_between_mg_dl(RESCUE_ACTS_AFTER_MIN, RESCUE_ACTS_AFTER_MIN + HYPO_LOOKAHEAD_MIN) >= RESCUE_TARGET_MG_DL:
-            return grams, trajectory
-        grams += 5.0
-    return max(cap_g, 5.0), trajectory
+def _suspension(temp_basal_u_per_h: float | None) -> dict[str, Any]:
+    """The HypotheticalAction fields of a suspension (rate 0 for 30 min), or none when the pump cannot."""
+    if temp_basal_u_per_h is None:
+        return {}
+    return {"temp_basal_u_per_h": temp_basal_u_per_h, "temp_basal_duration_min": TEMP_BASAL_DURATION_MIN}
+
+
+def _rescue_carbs_g(predictor: Predictor, settings: TherapySettings, cap_g: float, glucose_mg_dl: float | None,
+                    temp_basal_u_per_h: float | None = None) -> tuple[float, dict[str, float], PredictedGlucose]:
+    """Fast carbs (5 g steps, 5 g .. ``cap_g``) for the predicted deficit below the rescue target, on top of the
+    suspension ``temp_basal_u_per_h`` = 0 when given; returns grams, the numbers behind them and the prediction
+    with them."""
+    base = predictor.predict(HypotheticalAction(**_suspension(temp_basal_u_per_h)))
+    lowest = base.min_mg_dl(RESCUE_ACTS_AFTER_MIN + HYPO_LOOKAHEAD_MIN)
+    low_now = _finite(glucose_mg_dl) and glucose_mg_dl < LOW_MG_DL  # type: ignore[operator]
+    if low_now:
+        lowest = min(lowest, float(glucose_mg_dl))  # type: ignore[arg-type]
+    carb_sensitivity = settings.insulin_sensitivity_mg_dl_per_u / settings.carb_ratio_g_per_u  # mg/dL per g
+    needed = max(RESCUE_TARGET_MG_DL - lowest, 0.0) / carb_sensitivity
+    grams = max(math.ceil(needed / RESCUE_STEP_G - 1e-9) * RESCUE_STEP_G, RESCUE_STEP_G)
+    if low_now:
+        grams = max(grams, min(LOW_NOW_MIN_CARBS_G, cap_g / 2.0))
+    grams = min(grams, max(cap_g, RESCUE_STEP_G))
+    trajectory = predictor.predict(HypotheticalAction(carbs_g=grams, carbs_absorption_min=RESCUE_ABSORPTION_MIN,
+                                                      **_suspension(temp_basal_u_per_h)))
+    return grams, {"rescue_basis_min_mg_dl": round(lowest, 1), "carb_sensitivity_mg_dl_per_g": round(carb_sensitivity, 2),
+                   "rescue_carbs_by_deficit_g": round(needed, 1)}, trajectory
 
 
 def recommend(
@@ -200,13 +222,28 @@ def recommend(
     low_now = _finite(glucose) and glucose < LOW_MG_DL  # type: ignore[operator]
     low_soon = no_action.min_mg_dl(HYPO_LOOKAHEAD_MIN) < LOW_MG_DL
     if (low_now or low_soon) and not announced_carbs_g:
-        grams, with_carbs = _rescue_carbs_g(predictor, limits.max_rescue_carbs_g)
+        suspend = 0.0 if snapshot.pump_supports_temp_basal else None
         reasons.append(
             f"glucose {glucose:.0f} mg/dL is low" if low_now else
             f"predicted to fall to {no_action.min_mg_dl(HYPO_LOOKAHEAD_MIN):.0f} mg/dL within {HYPO_LOOKAHEAD_MIN:.0f} min"
         )
-        proposal = DoseProposal(rescue_carbs_g=grams,
-                                temp_basal_u_per_h=0.0 if snapshot.pump_supports_temp_basal else None,
+        if suspend is not None and not low_now:
+            suspended = predictor.predict(HypotheticalAction(**_suspension(suspend)))
+            numbers["predicted_min_with_suspension_mg_dl"] = round(suspended.min_mg_dl(HYPO_LOOKAHEAD_MIN), 1)
+            if suspended.min_mg_dl(HYPO_LOOKAHEAD_MIN) >= LOW_MG_DL:
+                reasons.append(f"suspending basal keeps the prediction at or above {LOW_MG_DL:.0f} mg/dL: no carbs needed")
+                dose = apply_hard_limits(DoseProposal(temp_basal_u_per_h=suspend,
+                                                      temp_basal_duration_min=TEMP_BASAL_DURATION_MIN), context, limits)
+                if dose.temp_basal_u_per_h == 0.0:
+                    return Advice(AdviceKind.SUSPEND, dose, "Suspend basal for 30 min.", tuple(reasons), numbers,
+                                  no_action, suspended)
+        grams, rescue_numbers, with_carbs = _rescue_carbs_g(predictor, settings, limits.max_rescue_carbs_g, glucose,
+                                                            suspend)
+        numbers.update(rescue_numbers)
+        reasons.append(f"({RESCUE_TARGET_MG_DL:.0f} - {rescue_numbers['rescue_basis_min_mg_dl']:.0f}) mg/dL / "
+                       f"{rescue_numbers['carb_sensitivity_mg_dl_per_g']:g} mg/dL per g = "
+                       f"{rescue_numbers['rescue_carbs_by_deficit_g']:.0f} g, given as {grams:.0f} g")
+        proposal = DoseProposal(rescue_carbs_g=grams, temp_basal_u_per_h=suspend,
                                 temp_basal_duration_min=TEMP_BASAL_DURATION_MIN)
         dose = apply_hard_limits(proposal, context, limits)
         numbers["rescue_carbs_needed_g"] = grams

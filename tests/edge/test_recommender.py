@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,10 +72,28 @@ def test_low_glucose_gets_rescue_carbs_and_a_suspend() -> None:
     assert advice.with_advice is not None and advice.with_advice.min_between_mg_dl(30, 90) >= 80
 
 
-def test_predicted_low_from_insulin_on_board_gets_carbs() -> None:
-    advice = advise(100, iob=3.0)
+def test_predicted_low_from_insulin_on_board_gets_carbs_when_suspending_is_not_enough() -> None:
+    advice = advise(100, iob=5.0)
     assert advice.kind is AdviceKind.RESCUE_CARBS
-    assert advice.dose.rescue_carbs_g > 0
+    assert advice.numbers["predicted_min_with_suspension_mg_dl"] < 70
+    # oref0-style sizing: (80 - lowest predicted with the suspension) / (ISF / CR), up to the next 5 g
+    basis = advice.numbers["rescue_basis_min_mg_dl"]
+    assert advice.dose.rescue_carbs_g == 5 * math.ceil((80 - basis) / (50 / 10) / 5)
+    assert advice.dose.temp_basal_u_per_h == 0.0
+
+
+def test_a_predicted_low_that_suspending_prevents_gets_no_carbs() -> None:
+    advice = advise(100, iob=3.0)
+    assert advice.kind is AdviceKind.SUSPEND
+    assert advice.dose.rescue_carbs_g == 0.0 and advice.dose.temp_basal_u_per_h == 0.0
+    assert advice.numbers["predicted_min_with_suspension_mg_dl"] >= 70 > advice.without.min_mg_dl(60)
+    assert advice.with_advice.min_mg_dl(60) >= 70
+
+
+def test_a_low_already_here_gets_at_least_fifteen_grams() -> None:
+    advice = advise(68)
+    assert advice.kind is AdviceKind.RESCUE_CARBS
+    assert advice.dose.rescue_carbs_g >= 15
 
 
 def test_meal_bolus_is_reduced_when_the_prediction_would_go_low() -> None:
