@@ -74,6 +74,7 @@ from firmware_bridge.codec.uuids import (
 from firmware_bridge.errors import DecodeError
 from hardware_sim.air.peripheral import advertising_data, static_address_for
 from hardware_sim.clock import SimClock
+from hardware_sim.devices.clock_loop import ClockLoop
 from hardware_sim.faults import FaultPlan, corrupt_crc, truncate
 
 from .cgm_model import CgmSensorModel, SessionError
@@ -155,7 +156,7 @@ class CgmSensorPeripheral:
         self._rng = self.fault_plan.rng(f"cgm:{name}")
         self._gatts: dict[Device, _Gatt] = {}
         self._held_back: dict[tuple[int, int], bytes] = {}  # (device id, handle) -> notification swapped later
-        self._task: asyncio.Task[None] | None = None
+        self._clock_loop = ClockLoop(self.run, f"{self.name} clock")
         self._wake = asyncio.Event()
 
     @property
@@ -165,18 +166,14 @@ class CgmSensorPeripheral:
     # -- lifetime ---------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the sensor's clock loop on the running event loop (idempotent)."""
-        if self._task is None or self._task.done():
+        if not self._clock_loop.running:
             if self.start_session_on_start and not self.model.session_running:
                 start = self.clock.now_min() if self.session_start_min is None else self.session_start_min
                 self.model.start_session(start)
-            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"{self.name} clock")
+            self._clock_loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._clock_loop.stop()
 
     async def run(self) -> None:
         """Take each reading when it is due and notify it to every connected, subscribed hub."""

@@ -53,6 +53,7 @@ from firmware_bridge.codec.uuids import (
 from firmware_bridge.errors import CrcError, DecodeError
 from hardware_sim.air.peripheral import advertising_data, static_address_for
 from hardware_sim.clock import SimClock
+from hardware_sim.devices.clock_loop import ClockLoop
 from hardware_sim.faults import FaultPlan, corrupt_crc, truncate
 
 from .glucose_source import InsulinLedger
@@ -128,20 +129,15 @@ class IdsPumpPeripheral:
         self.status_changed = ids.StatusChangedFlag(0)
         self._rng = self.fault_plan.rng(f"pump:{name}")
         self._gatts: dict[Device, _Gatt] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._clock_loop = ClockLoop(self.run, f"{self.name} clock")
         self._last_seen: tuple[Any, ...] | None = None
 
     # -- lifetime ---------------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"{self.name} clock")
+        self._clock_loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._clock_loop.stop()
 
     async def run(self) -> None:
         """Deliver insulin as sim time passes (one-minute steps) and indicate what changed."""
