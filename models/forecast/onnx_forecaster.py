@@ -51,7 +51,6 @@ from models.forecast.baselines import (
 from models.forecast.features import (
     FEATURE_NAMES,
     FEATURE_VERSION,
-    HORIZONS_MIN,
     INSULIN_BINS,
     BIN_MIN,
     FeatureSettings,
