@@ -1,7 +1,9 @@
 """Run a long comparison in resumable chunks: one ``glucotwin trial`` per arm x age group x seed.
 
-The full comparison (30 subjects x 14 days x 3 seeds x 4 arms) costs about 7-8 CPU-hours on this machine, most
-of it in the peers (see ``bench_arms``). Run as chunks, it survives interruptions: every finished chunk is a
+The full comparison (30 subjects x 14 days x 3 seeds x 4 arms) costs about 14 CPU-hours on this machine, most
+of it in the peers. Measured per chunk of 10 adults x 14 days (seed 1, challenging): Loop about 58 CPU-minutes
+(5,086 s wall), oref0 about 33 (3,589 s wall), both sharing 2 cores with other work; GlucoTwin 207-249 s and
+basal-bolus 12-14 s wall (see also ``bench_arms``). Run as chunks, it survives interruptions: every finished chunk is a
 JSON file in ``--out`` (written under a temporary name and renamed when complete), and a rerun skips the
 chunks already there. ``compare`` then pools every chunk it is given.
 
