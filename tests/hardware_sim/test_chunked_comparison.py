@@ -27,3 +27,14 @@ def test_chunks_already_there_are_skipped_and_the_rest_run_seed_major(tmp_path: 
     assert all(seed == 1 for _, _, seed in ran[:5]) and all(seed == 2 for _, _, seed in ran[5:])
     ran.clear()
     assert chunked.main(args) == 0 and ran == []  # everything is there: a rerun does nothing
+
+
+def test_groups_narrow_the_plan_and_an_unknown_group_is_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[tuple[str, str, int]] = []
+    monkeypatch.setattr(chunked, "run_chunk", lambda out, arm, group, seed, days, scenario: ran.append(
+        (arm, group, seed)) or 0.0)
+    assert chunked.main(["--out", str(tmp_path), "--arms", "loop", "--seeds", "1", "--groups", "children"]) == 0
+    assert ran == [("loop", "children", 1)]
+    with pytest.raises(SystemExit):
+        chunked.main(["--out", str(tmp_path), "--groups", "adults,toddlers"])

@@ -5,7 +5,8 @@ of it in the peers. Measured per chunk of 10 adults x 14 days (seed 1, challengi
 (5,086 s wall), oref0 about 33 (3,589 s wall), both sharing 2 cores with other work; GlucoTwin 207-249 s and
 basal-bolus 12-14 s wall (see also ``bench_arms``). Run as chunks, it survives interruptions: every finished chunk is a
 JSON file in ``--out`` (written under a temporary name and renamed when complete), and a rerun skips the
-chunks already there. ``compare`` then pools every chunk it is given.
+chunks already there. Runners given different ``--groups`` can share one ``--out`` and both cores.
+``compare`` then pools every chunk it is given.
 
 Usage::
 
@@ -31,9 +32,10 @@ def chunk_path(out: Path, arm: str, group: str, seed: int, days: float, scenario
     return out / f"{arm}-{group}-s{seed}-d{days:g}-{scenario}.json"
 
 
-def planned_chunks(arms: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
+def planned_chunks(arms: list[str], seeds: list[int],
+                   groups: tuple[str, ...] = GROUPS) -> list[tuple[str, str, int]]:
     """Seed-major order, so that a partial run has whole seeds of every arm to compare first."""
-    return [(arm, group, seed) for seed in seeds for group in GROUPS for arm in arms]
+    return [(arm, group, seed) for seed in seeds for group in groups for arm in arms]
 
 
 def run_chunk(out: Path, arm: str, group: str, seed: int, days: float, scenario: str) -> float:
@@ -54,9 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=float, default=14.0)
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--scenario", default="challenging")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help="age groups to run; separate runners on separate groups can share one --out")
     args = parser.parse_args(argv)
+    groups = tuple(args.groups.split(","))
+    unknown = set(groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown age group(s) {sorted(unknown)}; choose from {', '.join(GROUPS)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    chunks = planned_chunks(args.arms.split(","), [int(s) for s in args.seeds.split(",")])
+    chunks = planned_chunks(args.arms.split(","), [int(s) for s in args.seeds.split(",")], groups)
     for index, (arm, group, seed) in enumerate(chunks, 1):
         if chunk_path(args.out, arm, group, seed, args.days, args.scenario).exists():
             continue
