@@ -5,7 +5,8 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
 1. ``no action`` prediction: predicted minimum and eventual glucose with nothing done.
 2. Sensitivity used: the configured ISF, or the twin's estimate when the twin thinks the person is MORE
    sensitive (less insulin), at most 1.5x the configured value. A twin that thinks the person needs more insulin does not raise doses: that
-   evidence goes to the clinician's settings review instead.
+   evidence goes to the clinician's settings review instead. The same holds for the predictions themselves:
+   :class:`~edge.recommend.twin_predictor.TwinPredictor` never predicts with less sensitivity than the settings.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
    never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.

@@ -4,10 +4,19 @@ The same random draws are used for every call (a fixed seed: common random numbe
 compares the doses, not the sampling noise; the bisection in the recommender relies on that. Limits of the
 twin's model, said plainly: its meal absorption has one time constant, so ``carbs_absorption_min`` (fast
 rescue carbs) and ``carbs_delay_min`` (eating after a pre-bolus) are not modelled and are ignored here.
+
+Sensitivity: by default the predictions never assume the person LESS sensitive to insulin than the therapy
+settings say (the twin's log-sensitivity ``theta`` is floored at 0 for the prediction only). A twin that has
+come to believe in insulin resistance would otherwise predict a higher glucose and so raise every correction
+and lower every low warning; that evidence belongs in the clinician's settings review, as the recommender's
+own choice of ISF already says. ``trust_lower_sensitivity=True`` gives the twin's unmodified belief.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from models.twin.mvp_model import THETA
 from models.whatif import Draws, Scenario, blocks, draw, simulate
 
 from .prediction import HypotheticalAction, PredictedGlucose
@@ -21,13 +30,24 @@ class TwinPredictor:
     """Predictions for ONE decision: it caches trajectories and random draws for the twin's state when first used."""
 
     def __init__(self, twin: object, *, horizon_min: float = RECOMMENDER_HORIZON_MIN,
-                 n_samples: int = RECOMMENDER_SAMPLES, seed: int = 0) -> None:
+                 n_samples: int = RECOMMENDER_SAMPLES, seed: int = 0, trust_lower_sensitivity: bool = False) -> None:
         self.twin = twin
+        self.trust_lower_sensitivity = trust_lower_sensitivity
         self.horizon_min = horizon_min
         self.n_samples = n_samples
         self.seed = seed
         self._cache: dict[HypotheticalAction, PredictedGlucose] = {}
         self._draws: Draws | None = None  # drawn once: every prediction of this advice shares them
+        self._x: np.ndarray | None = None
+
+    def _state(self) -> np.ndarray:
+        """The twin's state as predictions use it (theta floored at 0 unless lower sensitivity is trusted)."""
+        if self._x is None:
+            x = np.array(self.twin.x, dtype=float)  # type: ignore[attr-defined]
+            if not self.trust_lower_sensitivity:
+                x[THETA] = max(x[THETA], 0.0)
+            self._x = x
+        return self._x
 
     def predict(self, action: HypotheticalAction) -> PredictedGlucose:
         cached = self._cache.get(action)
@@ -40,12 +60,13 @@ class TwinPredictor:
             temp_basal_duration_min=action.temp_basal_duration_min if action.temp_basal_u_per_h is not None else 0.0,
         )
         twin = self.twin
+        x = self._state()
         if self._draws is None:
-            self._draws = draw(twin.x, twin.P, self.n_samples,  # type: ignore[attr-defined]
+            self._draws = draw(x, twin.P, self.n_samples,  # type: ignore[attr-defined]
                                blocks(self.horizon_min, RECOMMENDER_STEP_MIN), RECOMMENDER_STEP_MIN, self.seed,
                                q_per_min=twin.filter.q_per_min, r_mg_dl2=twin.filter.r_mg_dl2)  # type: ignore[attr-defined]
         (trajectory,) = simulate(
-            twin.x, twin.P, twin.params, twin.basal_u_per_h, (scenario,),  # type: ignore[attr-defined]
+            x, twin.P, twin.params, twin.basal_u_per_h, (scenario,),  # type: ignore[attr-defined]
             horizon_min=self.horizon_min, step_min=RECOMMENDER_STEP_MIN, substep_min=RECOMMENDER_STEP_MIN / 2,
             n_samples=self.n_samples, seed=self.seed, q_per_min=twin.filter.q_per_min,  # type: ignore[attr-defined]
             r_mg_dl2=twin.filter.r_mg_dl2, draws=self._draws,  # type: ignore[attr-defined]

@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.recommend import HubSnapshot, recommend
+from edge.recommend.prediction import HypotheticalAction
 from edge.recommend.twin_predictor import TwinPredictor
 from edge.safety import default_limits, limit_violations
 from edge.safety.rules import DosingContext
 from edge.therapy_settings import TherapySettings
-from models.twin.mvp_model import G, GSC
+from models.twin.mvp_model import G, GSC, THETA
 from models.twin.twin import DigitalTwin
 
 SETTINGS = TherapySettings(age_group="adult", body_weight_kg=70, basal_u_per_h=1.0,
@@ -83,3 +84,28 @@ def test_advice_on_the_twin_never_breaks_a_limit(history, bolus, eaten, carbs) -
         predicted_min_glucose_mg_dl=advice.numbers["predicted_min_with_meal_mg_dl"])
     assert limit_violations(advice.dose, context, LIMITS) == []
     assert np.isfinite(advice.numbers["eventual_mg_dl"])
+
+
+def with_theta(twin: DigitalTwin, theta: float) -> DigitalTwin:
+    other = copy.deepcopy(twin)
+    x = other.filter.x.copy()
+    x[THETA] = theta
+    other.filter.set_state(x, other.filter.P)
+    return other
+
+
+def test_predictions_never_assume_less_sensitivity_than_the_settings() -> None:
+    """A twin that believes in insulin resistance (theta < 0) would predict a higher glucose after a dose and so
+    raise corrections; the recommender's predictor floors theta at 0 (the settings) unless told to trust it."""
+    twin = twin_after([180.0] * 12, 0.0, 0.0)
+    resistant, settings_twin = with_theta(twin, -0.5), with_theta(twin, 0.0)
+    dose = HypotheticalAction(bolus_u=3.0)
+    floored = TwinPredictor(resistant, n_samples=32).predict(dose)
+    at_settings = TwinPredictor(settings_twin, n_samples=32).predict(dose)
+    trusted = TwinPredictor(resistant, n_samples=32, trust_lower_sensitivity=True).predict(dose)
+    np.testing.assert_allclose(floored.mean_mg_dl, at_settings.mean_mg_dl)
+    assert trusted.eventual_mg_dl > floored.eventual_mg_dl + 20.0
+    assert resistant.filter.x[THETA] == -0.5  # the twin itself is untouched
+    sensitive = with_theta(twin, 0.3)  # "more sensitive" is kept: it only lowers doses
+    assert (TwinPredictor(sensitive, n_samples=32).predict(dose).eventual_mg_dl
+            < at_settings.eventual_mg_dl - 10.0)
