@@ -301,7 +301,8 @@ class HubPipeline:
         return advice
 
     def _recommend(self, snapshot: HubSnapshot, announced_carbs_g: float) -> Advice:
-        return recommend(snapshot, self.config.therapy, self.config.limits, TwinPredictor(self.twin),
+        predictor = TwinPredictor(self.twin, baseline_basal_u_per_h=snapshot.scheduled_basal_u_per_h)
+        return recommend(snapshot, self.config.therapy, self.config.limits, predictor,
                          announced_carbs_g=announced_carbs_g)
 
     def _store_advice(self, advice: Advice) -> None:

@@ -117,7 +117,8 @@ def create_hub_app(runtime: HubRuntime) -> FastAPI:
 
     @app.post("/api/whatif")
     async def whatif(request: WhatIfRequest) -> dict[str, Any]:
-        predictor = TwinPredictor(pipeline.twin, horizon_min=request.horizon_min)
+        predictor = TwinPredictor(pipeline.twin, horizon_min=request.horizon_min,
+                                  baseline_basal_u_per_h=pipeline.config.therapy.basal_u_per_h)
         action = HypotheticalAction(bolus_u=request.bolus_u, carbs_g=request.carbs_g,
                                     temp_basal_u_per_h=request.temp_basal_u_per_h,
                                     temp_basal_duration_min=request.temp_basal_duration_min)

@@ -10,6 +10,12 @@ settings say (the twin's log-sensitivity ``theta`` is floored at 0 for the predi
 come to believe in insulin resistance would otherwise predict a higher glucose and so raise every correction
 and lower every low warning; that evidence belongs in the clinician's settings review, as the recommender's
 own choice of ISF already says. ``trust_lower_sensitivity=True`` gives the twin's unmodified belief.
+
+Basal: ``baseline_basal_u_per_h`` is the rate predictions assume from now on, the programmed schedule: a temp
+basal being considered is part of the action, and one already running ends within its 30 min. Without it the
+twin's last-fed rate (possibly a temp) would be assumed for the whole 6-h horizon: a running high temp then
+predicts a low that calls for a suspension, and the running suspension predicts a high that calls for a high
+temp again (the advice flip-flopped every 5 min in silico before this was passed).
 """
 
 from __future__ import annotations
@@ -30,8 +36,10 @@ class TwinPredictor:
     """Predictions for ONE decision: it caches trajectories and random draws for the twin's state when first used."""
 
     def __init__(self, twin: object, *, horizon_min: float = RECOMMENDER_HORIZON_MIN,
-                 n_samples: int = RECOMMENDER_SAMPLES, seed: int = 0, trust_lower_sensitivity: bool = False) -> None:
+                 n_samples: int = RECOMMENDER_SAMPLES, seed: int = 0, trust_lower_sensitivity: bool = False,
+                 baseline_basal_u_per_h: float | None = None) -> None:
         self.twin = twin
+        self.baseline_basal_u_per_h = baseline_basal_u_per_h
         self.trust_lower_sensitivity = trust_lower_sensitivity
         self.horizon_min = horizon_min
         self.n_samples = n_samples
@@ -66,7 +74,9 @@ class TwinPredictor:
                                blocks(self.horizon_min, RECOMMENDER_STEP_MIN), RECOMMENDER_STEP_MIN, self.seed,
                                q_per_min=twin.filter.q_per_min, r_mg_dl2=twin.filter.r_mg_dl2)  # type: ignore[attr-defined]
         (trajectory,) = simulate(
-            x, twin.P, twin.params, twin.basal_u_per_h, (scenario,),  # type: ignore[attr-defined]
+            x, twin.P, twin.params,
+            twin.basal_u_per_h if self.baseline_basal_u_per_h is None else self.baseline_basal_u_per_h,  # type: ignore[attr-defined]
+            (scenario,),  # type: ignore[attr-defined]
             horizon_min=self.horizon_min, step_min=RECOMMENDER_STEP_MIN, substep_min=RECOMMENDER_STEP_MIN / 2,
             n_samples=self.n_samples, seed=self.seed, q_per_min=twin.filter.q_per_min,  # type: ignore[attr-defined]
             r_mg_dl2=twin.filter.r_mg_dl2, draws=self._draws,  # type: ignore[attr-defined]

@@ -171,7 +171,8 @@ class GlucoTwinPolicy:
             return True
         if now - mem.last_screen_min >= cfg.screen_every_min:
             mem.last_screen_min = now
-            forecast = TwinPredictor(self.twin, horizon_min=cfg.screen_horizon_min, n_samples=cfg.screen_samples)
+            forecast = TwinPredictor(self.twin, horizon_min=cfg.screen_horizon_min, n_samples=cfg.screen_samples,
+                                     baseline_basal_u_per_h=float(obs.scheduled_basal_u_per_h[0]))
             trajectory = forecast.predict(HypotheticalAction())
             mem.screen_says_act = (trajectory.min_mg_dl() < cfg.screen_low_mg_dl
                                    or trajectory.eventual_mg_dl > cfg.screen_high_eventual_mg_dl)
@@ -220,7 +221,9 @@ class GlucoTwinPolicy:
             return action
         mem.consultations += 1
         mem.last_consult_min = now
-        advice = recommend(self._snapshot(obs), self.settings, self.limits, TwinPredictor(self.twin),
+        snapshot = self._snapshot(obs)
+        advice = recommend(snapshot, self.settings, self.limits,
+                           TwinPredictor(self.twin, baseline_basal_u_per_h=snapshot.scheduled_basal_u_per_h),
                            announced_carbs_g=carbs_g)
         mem.advice_kinds[advice.kind.value] = mem.advice_kinds.get(advice.kind.value, 0) + 1
         dose = advice.dose

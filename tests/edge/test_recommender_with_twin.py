@@ -109,3 +109,18 @@ def test_predictions_never_assume_less_sensitivity_than_the_settings() -> None:
     sensitive = with_theta(twin, 0.3)  # "more sensitive" is kept: it only lowers doses
     assert (TwinPredictor(sensitive, n_samples=32).predict(dose).eventual_mg_dl
             < at_settings.eventual_mg_dl - 10.0)
+
+
+def test_predictions_assume_the_scheduled_basal_not_a_running_temp_for_the_whole_horizon() -> None:
+    """A high temp fed to the twin over the last 30 min is not assumed to run for 6 h: with the schedule as the
+    baseline the no-action prediction stays well above the one that continues the temp."""
+    twin = twin_after([140.0] * 12, 0.0, 0.0)
+    for step in range(1, 7):
+        twin.update(140.0, (11 + step) * 5.0, basal_u_per_h=3.0)  # a 3 U/h temp against the 1 U/h schedule
+    assert twin.basal_u_per_h == 3.0
+    continued = TwinPredictor(twin, n_samples=32).predict(HypotheticalAction())
+    scheduled = TwinPredictor(twin, n_samples=32, baseline_basal_u_per_h=1.0).predict(HypotheticalAction())
+    assert scheduled.eventual_mg_dl > continued.eventual_mg_dl + 50.0
+    assert scheduled.min_mg_dl() > 100.0 > continued.min_mg_dl()
+    same = TwinPredictor(twin, n_samples=32, baseline_basal_u_per_h=3.0).predict(HypotheticalAction())
+    np.testing.assert_allclose(same.mean_mg_dl, continued.mean_mg_dl)
