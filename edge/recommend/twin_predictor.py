@@ -69,14 +69,15 @@ class TwinPredictor:
         )
         twin = self.twin
         x = self._state()
+        basal_u_per_h = self.baseline_basal_u_per_h
+        if basal_u_per_h is None:
+            basal_u_per_h = twin.basal_u_per_h  # type: ignore[attr-defined]
         if self._draws is None:
             self._draws = draw(x, twin.P, self.n_samples,  # type: ignore[attr-defined]
                                blocks(self.horizon_min, RECOMMENDER_STEP_MIN), RECOMMENDER_STEP_MIN, self.seed,
                                q_per_min=twin.filter.q_per_min, r_mg_dl2=twin.filter.r_mg_dl2)  # type: ignore[attr-defined]
         (trajectory,) = simulate(
-            x, twin.P, twin.params,
-            twin.basal_u_per_h if self.baseline_basal_u_per_h is None else self.baseline_basal_u_per_h,  # type: ignore[attr-defined]
-            (scenario,),  # type: ignore[attr-defined]
+            x, twin.P, twin.params, basal_u_per_h, (scenario,),  # type: ignore[attr-defined]
             horizon_min=self.horizon_min, step_min=RECOMMENDER_STEP_MIN, substep_min=RECOMMENDER_STEP_MIN / 2,
             n_samples=self.n_samples, seed=self.seed, q_per_min=twin.filter.q_per_min,  # type: ignore[attr-defined]
             r_mg_dl2=twin.filter.r_mg_dl2, draws=self._draws,  # type: ignore[attr-defined]
