@@ -129,7 +129,8 @@ def _max_bolus_keeping_minimum(
 
 
 def _suspension(temp_basal_u_per_h: float | None) -> dict[str, Any]:
-    """The HypotheticalAction fields of a suspension (rate 0 for 30 min), or none when the pump cannot."""
+    """The fields of a suspension (rate 0 for 30 min; HypotheticalAction and DoseProposal share their names), or
+    none when the pump cannot."""
     if temp_basal_u_per_h is None:
         return {}
     return {"temp_basal_u_per_h": temp_basal_u_per_h, "temp_basal_duration_min": TEMP_BASAL_DURATION_MIN}
@@ -230,11 +231,11 @@ def recommend(
         )
         if suspend is not None and not low_now:
             suspended = predictor.predict(HypotheticalAction(**_suspension(suspend)))
-            numbers["predicted_min_with_suspension_mg_dl"] = round(suspended.min_mg_dl(HYPO_LOOKAHEAD_MIN), 1)
-            if suspended.min_mg_dl(HYPO_LOOKAHEAD_MIN) >= LOW_MG_DL:
+            suspended_min_mg_dl = suspended.min_mg_dl(HYPO_LOOKAHEAD_MIN)
+            numbers["predicted_min_with_suspension_mg_dl"] = round(suspended_min_mg_dl, 1)
+            if suspended_min_mg_dl >= LOW_MG_DL:
                 reasons.append(f"suspending basal keeps the prediction at or above {LOW_MG_DL:.0f} mg/dL: no carbs needed")
-                dose = apply_hard_limits(DoseProposal(temp_basal_u_per_h=suspend,
-                                                      temp_basal_duration_min=TEMP_BASAL_DURATION_MIN), context, limits)
+                dose = apply_hard_limits(DoseProposal(**_suspension(suspend)), context, limits)
                 if dose.temp_basal_u_per_h == 0.0:
                     return Advice(AdviceKind.SUSPEND, dose, "Suspend basal for 30 min.", tuple(reasons), numbers,
                                   no_action, suspended)
