@@ -31,7 +31,7 @@ from models.twin.twin import DigitalTwin, TwinEstimate, TwinSettings, TwinStateE
 from ..alerts import AlertEngine, AlertEvent, AlertObservation
 from ..config import HubConfig
 from ..recommend import Advice, AdviceKind, HubSnapshot, recommend
-from ..recommend.twin_predictor import TwinPredictor
+from ..recommend.twin_predictor import RECOMMENDER_HORIZON_MIN, TwinPredictor
 from ..safety import CgmQuality
 from ..store import CarbEntry, HubStore, InsulinEvent, StoredReading
 
@@ -300,9 +300,13 @@ class HubPipeline:
             self._store_advice(advice)
         return advice
 
+    def predictor(self, horizon_min: float = RECOMMENDER_HORIZON_MIN) -> TwinPredictor:
+        """The twin's what-if as the hub's advice and its page use it: the programmed basal from now on."""
+        return TwinPredictor(self.twin, horizon_min=horizon_min,
+                             baseline_basal_u_per_h=self.config.therapy.basal_u_per_h)
+
     def _recommend(self, snapshot: HubSnapshot, announced_carbs_g: float) -> Advice:
-        predictor = TwinPredictor(self.twin, baseline_basal_u_per_h=snapshot.scheduled_basal_u_per_h)
-        return recommend(snapshot, self.config.therapy, self.config.limits, predictor,
+        return recommend(snapshot, self.config.therapy, self.config.limits, self.predictor(),
                          announced_carbs_g=announced_carbs_g)
 
     def _store_advice(self, advice: Advice) -> None:

@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field
 
 from ..config import HubConfig
 from ..recommend import HypotheticalAction
-from ..recommend.twin_predictor import TwinPredictor
 from .page import PageData, render_page
 from .pipeline import HubPipeline
 
@@ -117,8 +116,7 @@ def create_hub_app(runtime: HubRuntime) -> FastAPI:
 
     @app.post("/api/whatif")
     async def whatif(request: WhatIfRequest) -> dict[str, Any]:
-        predictor = TwinPredictor(pipeline.twin, horizon_min=request.horizon_min,
-                                  baseline_basal_u_per_h=pipeline.config.therapy.basal_u_per_h)
+        predictor = pipeline.predictor(horizon_min=request.horizon_min)
         action = HypotheticalAction(bolus_u=request.bolus_u, carbs_g=request.carbs_g,
                                     temp_basal_u_per_h=request.temp_basal_u_per_h,
                                     temp_basal_duration_min=request.temp_basal_duration_min)
