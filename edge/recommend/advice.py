@@ -3,10 +3,10 @@
 How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
 
 1. ``no action`` prediction: predicted minimum and eventual glucose with nothing done.
-2. Sensitivity used: the configured ISF, or the twin's estimate when the twin thinks the person is MORE
-   sensitive (less insulin), at most 1.5x the configured value. A twin that thinks the person needs more insulin does not raise doses: that
-   evidence goes to the clinician's settings review instead. The same holds for the predictions themselves:
-   :class:`~edge.recommend.twin_predictor.TwinPredictor` never predicts with less sensitivity than the settings.
+2. Sensitivity used: the configured ISF. The twin's estimate could only ever lower doses, and only within
+   :data:`~edge.recommend.sensitivity.MAX_TWIN_ISF_FACTOR`, now 1.0 (measured: :mod:`edge.recommend.sensitivity`);
+   its evidence goes to the clinician's settings review instead. The predictions obey the same bound:
+   :class:`~edge.recommend.twin_predictor.TwinPredictor` predicts with the sensitivity the dose arithmetic uses.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
    never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.
@@ -35,6 +35,7 @@ import numpy as np
 from ..safety import DoseProposal, DosingContext, LimitedDose, SafetyLimits, apply_hard_limits, floor_to_increment
 from ..therapy_settings import TherapySettings
 from .prediction import HypotheticalAction, PredictedGlucose, Predictor
+from .sensitivity import trusted_isf_mg_dl_per_u
 from .snapshot import HubSnapshot
 
 LOW_MG_DL = 70.0
@@ -46,7 +47,6 @@ RESCUE_STEP_G = 5.0
 LOW_NOW_MIN_CARBS_G = 15.0  # the "15-15 rule" for a low already here
 BOLUS_ACTS_AFTER_MIN = 15.0
 CORRECTION_NEAR_MIN = 60.0
-MAX_TWIN_ISF_FACTOR = 1.5
 MIN_SAFETY_MARGIN_MG_DL = 10.0
 SMALL_CORRECTION_U = 1.0
 TEMP_BASAL_DURATION_MIN = 30.0
@@ -196,8 +196,7 @@ def recommend(
 
     isf_configured = settings.insulin_sensitivity_mg_dl_per_u
     isf_twin = snapshot.estimated_isf_mg_dl_per_u
-    isf = max(isf_configured, isf_twin) if _finite(isf_twin) and isf_twin > 0 else isf_configured  # type: ignore[operator]
-    isf = min(isf, MAX_TWIN_ISF_FACTOR * isf_configured)  # trust the twin's "more sensitive" only so far
+    isf = trusted_isf_mg_dl_per_u(isf_configured, isf_twin)
     cr = settings.carb_ratio_g_per_u
     target = settings.target_mg_dl
     floor = limits.suspend_threshold_mg_dl + MIN_SAFETY_MARGIN_MG_DL

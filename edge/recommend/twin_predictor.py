@@ -5,11 +5,13 @@ compares the doses, not the sampling noise; the bisection in the recommender rel
 twin's model, said plainly: its meal absorption has one time constant, so ``carbs_absorption_min`` (fast
 rescue carbs) and ``carbs_delay_min`` (eating after a pre-bolus) are not modelled and are ignored here.
 
-Sensitivity: by default the predictions never assume the person LESS sensitive to insulin than the therapy
-settings say (the twin's log-sensitivity ``theta`` is floored at 0 for the prediction only). A twin that has
-come to believe in insulin resistance would otherwise predict a higher glucose and so raise every correction
-and lower every low warning; that evidence belongs in the clinician's settings review, as the recommender's
-own choice of ISF already says. ``trust_lower_sensitivity=True`` gives the twin's unmodified belief.
+Sensitivity: by default the predictions use the twin's log-sensitivity ``theta`` only within the bound the
+recommender's own ISF obeys (:mod:`edge.recommend.sensitivity`): never LESS sensitive than the therapy settings
+(a twin that has come to believe in insulin resistance would otherwise predict a higher glucose and so raise
+every correction and lower every low warning), and no more sensitive than ``MAX_TWIN_ISF_FACTOR`` allows (a
+twin that believes in far more sensitivity predicts deep lows after ordinary meal boluses, and the guard then
+cuts them). That evidence belongs in the clinician's settings review. The clipping is of this prediction's copy
+of the state; the twin is untouched. ``trust_lower_sensitivity=True`` gives the twin's unmodified belief.
 
 Basal: ``baseline_basal_u_per_h`` is the rate predictions assume from now on, the programmed schedule: a temp
 basal being considered is part of the action, and one already running ends within its 30 min. Without it the
@@ -26,6 +28,7 @@ from models.twin.mvp_model import THETA
 from models.whatif import Draws, Scenario, blocks, draw, simulate
 
 from .prediction import HypotheticalAction, PredictedGlucose
+from .sensitivity import trusted_log_sensitivity
 
 RECOMMENDER_HORIZON_MIN = 360.0  # the insulin's whole duration, so "eventual" glucose includes all of IOB
 RECOMMENDER_SAMPLES = 64
@@ -49,11 +52,11 @@ class TwinPredictor:
         self._x: np.ndarray | None = None
 
     def _state(self) -> np.ndarray:
-        """The twin's state as predictions use it (theta floored at 0 unless lower sensitivity is trusted)."""
+        """The twin's state as predictions use it (theta within the trusted bound unless told to trust it)."""
         if self._x is None:
             x = np.array(self.twin.x, dtype=float)  # type: ignore[attr-defined]
             if not self.trust_lower_sensitivity:
-                x[THETA] = max(x[THETA], 0.0)
+                x[THETA] = trusted_log_sensitivity(x[THETA])
             self._x = x
         return self._x
 
