@@ -3,10 +3,12 @@
 How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
 
 1. ``no action`` prediction: predicted minimum and eventual glucose with nothing done.
-2. Sensitivity used: the configured ISF. The twin's estimate could only ever lower doses, and only within
-   :data:`~edge.recommend.sensitivity.MAX_TWIN_ISF_FACTOR`, now 1.0 (measured: :mod:`edge.recommend.sensitivity`);
-   its evidence goes to the clinician's settings review instead. The predictions obey the same bound:
-   :class:`~edge.recommend.twin_predictor.TwinPredictor` predicts with the sensitivity the dose arithmetic uses.
+2. Sensitivity used (:mod:`edge.recommend.sensitivity`): for a correction, the configured ISF, or the twin's
+   estimate when the twin thinks the person is MORE sensitive (less insulin), at most 1.5x the configured value.
+   A twin that thinks the person needs more insulin does not raise doses: that evidence goes to the clinician's
+   settings review instead, and :class:`~edge.recommend.twin_predictor.TwinPredictor` never predicts with less
+   sensitivity than the settings. Meals are judged at the settings' sensitivity: the twin's belief never cuts
+   the bolus carbs / CR prescribes.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
    never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.
@@ -112,7 +114,8 @@ def _max_bolus_keeping_minimum(
 
     def keeps_minimum(step_count: int) -> bool:
         units = round(step_count * increment_u, 6)
-        trajectory = predictor.predict(HypotheticalAction(bolus_u=units, carbs_g=carbs_g))
+        trajectory = predictor.predict(HypotheticalAction(bolus_u=units, carbs_g=carbs_g,
+                                                          at_settings_sensitivity=bool(carbs_g)))
         # The next few minutes are already decided by what happened before; a bolus acts after that.
         return trajectory.min_between_mg_dl(BOLUS_ACTS_AFTER_MIN, math.inf) >= floor_mg_dl
 
@@ -187,7 +190,8 @@ def recommend(
 
     try:
         no_action = predictor.predict(HypotheticalAction())
-        with_meal = predictor.predict(HypotheticalAction(carbs_g=announced_carbs_g)) if announced_carbs_g else no_action
+        with_meal = (predictor.predict(HypotheticalAction(carbs_g=announced_carbs_g, at_settings_sensitivity=True))
+                     if announced_carbs_g else no_action)
     except Exception as error:  # a predictor failure must never become a dose
         context = DosingContext(predicted_min_glucose_mg_dl=None, **context_base)
         dose = apply_hard_limits(DoseProposal(), context, limits)
@@ -302,7 +306,7 @@ def recommend(
     dose = apply_hard_limits(proposal, context, limits)
     with_advice = predictor.predict(HypotheticalAction(
         bolus_u=dose.bolus_u, carbs_g=announced_carbs_g, temp_basal_u_per_h=dose.temp_basal_u_per_h,
-        temp_basal_duration_min=dose.temp_basal_duration_min))
+        temp_basal_duration_min=dose.temp_basal_duration_min, at_settings_sensitivity=bool(announced_carbs_g)))
     numbers["predicted_min_with_advice_mg_dl"] = round(with_advice.min_mg_dl(), 1)
     numbers["eventual_with_advice_mg_dl"] = round(with_advice.eventual_mg_dl, 1)
 
@@ -338,7 +342,8 @@ def _pre_bolus_timing(snapshot: HubSnapshot, predictor: Predictor, bolus_u: floa
     trend = snapshot.trend_mg_dl_min or 0.0
     if glucose < 100 or trend < -1.0:
         return "Bolus as you start eating (glucose is low-normal or falling)."
-    early = predictor.predict(HypotheticalAction(bolus_u=bolus_u, carbs_g=carbs_g, carbs_delay_min=15.0))
+    early = predictor.predict(HypotheticalAction(bolus_u=bolus_u, carbs_g=carbs_g, carbs_delay_min=15.0,
+                                                 at_settings_sensitivity=True))
     if early.min_mg_dl() >= floor_mg_dl:
         return "Bolus about 15 min before eating."
     return "Bolus as you start eating."

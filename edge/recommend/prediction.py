@@ -21,6 +21,9 @@ class HypotheticalAction:
     carbs_delay_min: float = 0.0
     temp_basal_u_per_h: float | None = None
     temp_basal_duration_min: float = 30.0
+    # Predict at the therapy settings' insulin sensitivity rather than the twin's estimate: how meals are judged
+    # (edge.recommend.sensitivity). Predictors without a sensitivity estimate of their own ignore it.
+    at_settings_sensitivity: bool = False
 
     def describe(self) -> str:
         parts = []

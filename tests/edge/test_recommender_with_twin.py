@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import math
+from dataclasses import replace
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from edge.recommend import HubSnapshot, recommend
 from edge.recommend.prediction import HypotheticalAction
-from edge.recommend.sensitivity import MAX_TWIN_ISF_FACTOR
 from edge.recommend.twin_predictor import TwinPredictor
 from edge.safety import default_limits, limit_violations
 from edge.safety.rules import DosingContext
@@ -108,29 +107,36 @@ def test_predictions_never_assume_less_sensitivity_than_the_settings() -> None:
     np.testing.assert_allclose(floored.mean_mg_dl, at_settings.mean_mg_dl)
     assert trusted.eventual_mg_dl > floored.eventual_mg_dl + 20.0
     assert resistant.filter.x[THETA] == -0.5  # the twin itself is untouched
+    sensitive = with_theta(twin, 0.3)  # "more sensitive" is kept: it only lowers doses
+    assert (TwinPredictor(sensitive, n_samples=32).predict(dose).eventual_mg_dl
+            < at_settings.eventual_mg_dl - 10.0)
 
 
-def test_predictions_trust_more_sensitivity_only_as_far_as_the_dose_arithmetic_does() -> None:
-    """A twin that believes the person 3.5x more sensitive (seen in silico for a child) would predict deep lows
-    after an ordinary meal bolus and cut it; predictions use at most the bound of the ISF doses divide by."""
+def test_meals_are_predicted_at_the_settings_sensitivity_and_corrections_with_the_twins_belief() -> None:
+    """A twin that believes the person 3.5x more sensitive (seen in silico for a child) predicts a deep low after
+    an ordinary meal bolus; meal predictions ignore that belief, predictions for corrections keep it."""
     twin = twin_after([120.0] * 12, 0.0, 0.0)
-    meal = HypotheticalAction(bolus_u=6.0, carbs_g=60.0)
-    believed = with_theta(twin, 1.27)
-    bounded = TwinPredictor(believed, n_samples=32).predict(meal)
-    at_bound = TwinPredictor(with_theta(twin, math.log(MAX_TWIN_ISF_FACTOR)), n_samples=32).predict(meal)
-    unbounded = TwinPredictor(believed, n_samples=32, trust_lower_sensitivity=True).predict(meal)
-    np.testing.assert_allclose(bounded.mean_mg_dl, at_bound.mean_mg_dl)
-    assert unbounded.min_mg_dl() < bounded.min_mg_dl() - 20.0
-    assert believed.filter.x[THETA] == 1.27  # the twin itself is untouched
+    believer, at_settings = with_theta(twin, 1.27), with_theta(twin, 0.0)
+    meal = HypotheticalAction(bolus_u=6.0, carbs_g=60.0, at_settings_sensitivity=True)
+    judged = TwinPredictor(believer, n_samples=32).predict(meal)
+    np.testing.assert_allclose(judged.mean_mg_dl, TwinPredictor(at_settings, n_samples=32).predict(meal).mean_mg_dl)
+    believed = TwinPredictor(believer, n_samples=32).predict(replace(meal, at_settings_sensitivity=False))
+    assert believed.min_mg_dl() < judged.min_mg_dl() - 30.0
+    correction = HypotheticalAction(bolus_u=2.0)
+    assert (TwinPredictor(believer, n_samples=32).predict(correction).eventual_mg_dl
+            < TwinPredictor(at_settings, n_samples=32).predict(correction).eventual_mg_dl - 20.0)
+    assert believer.filter.x[THETA] == 1.27  # the twin itself is untouched
 
 
-def test_a_twin_believing_in_far_more_sensitivity_does_not_cut_a_meal_bolus_below_the_bounded_belief() -> None:
-    """The advice for the same meal is the same whether the twin believes the bound or 3.5x the sensitivity."""
+def test_the_twins_sensitivity_belief_never_cuts_a_meal_bolus() -> None:
+    """The meal part of the advice is the same whether the twin believes the settings or 3.5x the sensitivity
+    (in silico such a belief cut a 99 g dinner's bolus from 4.0 to 1.8 U)."""
     twin = twin_after([120.0] * 12, 0.0, 0.0)
-    far, bound = with_theta(twin, 1.27), with_theta(twin, math.log(MAX_TWIN_ISF_FACTOR))
-    far_advice, _ = advise(far, 120.0, 60.0)
-    bound_advice, _ = advise(bound, 120.0, 60.0)
-    assert far_advice.dose.bolus_u == bound_advice.dose.bolus_u > 0
+    believer_advice, _ = advise(with_theta(twin, 1.27), 120.0, 60.0)
+    settings_advice, _ = advise(with_theta(twin, 0.0), 120.0, 60.0)
+    assert believer_advice.dose.meal_bolus_u == settings_advice.dose.meal_bolus_u > 5.0  # 60 g / 10 g/U, less a
+    # small negative correction
+    assert believer_advice.numbers["predicted_min_with_advice_mg_dl"] >= LIMITS.suspend_threshold_mg_dl + 10 - 1e-9
 
 
 def test_predictions_assume_the_scheduled_basal_not_a_running_temp_for_the_whole_horizon() -> None:
