@@ -134,8 +134,8 @@ def test_the_twins_sensitivity_belief_never_cuts_a_meal_bolus() -> None:
     twin = twin_after([120.0] * 12, 0.0, 0.0)
     believer_advice, _ = advise(with_theta(twin, 1.27), 120.0, 60.0)
     settings_advice, _ = advise(with_theta(twin, 0.0), 120.0, 60.0)
-    assert believer_advice.dose.meal_bolus_u == settings_advice.dose.meal_bolus_u > 5.0  # 60 g / 10 g/U, less a
-    # small negative correction
+    # 60 g / 10 g/U, less a small negative correction
+    assert believer_advice.dose.meal_bolus_u == settings_advice.dose.meal_bolus_u > 5.0
     assert believer_advice.numbers["predicted_min_with_advice_mg_dl"] >= LIMITS.suspend_threshold_mg_dl + 10 - 1e-9
 
 
