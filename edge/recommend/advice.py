@@ -20,8 +20,10 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    the next high). Otherwise fast carbs, on top of the suspension, sized like oref0's carbsReq: the deficit of
    the predicted minimum (next 90 min) below the rescue target, divided by the carb sensitivity (ISF / CR),
    rounded up to 5 g; at least 15 g (or half the age group's cap, if smaller) when glucose is already low.
-6. Temporary basal (pumps that support it, no meal): suspend on a predicted low, a high temp for a small
-   correction need, a low temp when the eventual glucose is below target.
+6. Temporary basal (pumps that support it, no meal): suspend on a predicted low; a high temp for a small
+   correction need, or for any correction need within the stacking window after a bolus (where the stacking
+   guard forbids a correction bolus; Loop and oref0 likewise raise the basal after a meal, re-judged at every
+   reading); a low temp when the eventual glucose is below target.
 7. Every proposal passes :func:`edge.safety.apply_hard_limits`; the rules that changed it are listed.
 """
 
@@ -290,9 +292,17 @@ def recommend(
     temp = None
     if snapshot.pump_supports_temp_basal and not announced_carbs_g:
         scheduled = snapshot.scheduled_basal_u_per_h
+        since_bolus = snapshot.minutes_since_last_bolus
         if no_action.min_mg_dl() < floor:
             temp = 0.0
             reasons.append(f"predicted minimum {no_action.min_mg_dl():.0f} mg/dL: suspend basal")
+        elif correction_part > 0 and _finite(since_bolus) and since_bolus < limits.stacking_window_min:  # type: ignore[operator]
+            # The stacking guard withholds a correction BOLUS this soon after a bolus; a high temp delivers it
+            # over 30 min instead, capped by max basal and max IOB, and re-judged at every reading.
+            temp = scheduled + correction_part * 60.0 / TEMP_BASAL_DURATION_MIN
+            reasons.append(f"last bolus {since_bolus:.0f} min ago: correction {correction_part:.2f} U given as a "
+                           f"temp basal over {TEMP_BASAL_DURATION_MIN:.0f} min")
+            correction_part = 0.0
         elif 0 < correction_part < SMALL_CORRECTION_U:
             temp = scheduled + correction_part * 60.0 / TEMP_BASAL_DURATION_MIN
             reasons.append(f"small correction {correction_part:.2f} U given as a temp basal over 30 min")

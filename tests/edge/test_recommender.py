@@ -63,6 +63,25 @@ def test_small_correction_becomes_a_temp_basal() -> None:
     assert advice.dose.temp_basal_u_per_h == pytest.approx(1.0 + 0.6 * 2, abs=0.06)
 
 
+def test_a_correction_soon_after_a_bolus_becomes_a_capped_high_temp() -> None:
+    # 3 U of correction 20 min after a bolus: the stacking guard forbids a bolus, so the hub raises the basal
+    # instead, capped at 4x the scheduled 1 U/h (max basal 10 U/h would allow more).
+    advice = advise(260, minutes_since_last_bolus=20.0)
+    assert advice.kind is AdviceKind.TEMP_BASAL
+    assert advice.dose.bolus_u == 0.0
+    assert advice.dose.temp_basal_u_per_h == pytest.approx(4.0)
+    assert any("given as a temp basal" in reason for reason in advice.reasons)
+    assert [a.rule for a in advice.dose.applied] == ["cap_temp_basal"]
+    # Outside the stacking window the same need is a bolus.
+    assert advise(260, minutes_since_last_bolus=90.0).dose.bolus_u == pytest.approx(3.0)
+
+
+def test_a_high_temp_after_a_bolus_respects_max_iob() -> None:
+    advice = advise(260, iob=ADULT_LIMITS.max_iob_u - 0.5, minutes_since_last_bolus=20.0)
+    # 0.5 U of room over 30 min: at most 1 U/h above the scheduled 1 U/h
+    assert advice.dose.temp_basal_u_per_h is None or advice.dose.temp_basal_u_per_h <= 2.0 + 1e-9
+
+
 def test_low_glucose_gets_rescue_carbs_and_a_suspend() -> None:
     advice = advise(62)
     assert advice.kind is AdviceKind.RESCUE_CARBS
