@@ -11,7 +11,10 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    the bolus carbs / CR prescribes.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
-   never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A negative correction reduces the meal bolus, as bolus calculators do.
+   never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A
+   negative correction reduces the meal bolus, as bolus calculators do. Without a meal, a correction bolus gives
+   :data:`CORRECTION_BOLUS_FRACTION` of the need; the rest follows as a high temp (step 6) only if the coming
+   readings still call for it.
 4. The bolus is then reduced (bisection) until the predicted minimum WITH the bolus stays at or above the
    suspend threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value).
 5. Hypoglycaemia prevention: if glucose is low, or the no-action prediction falls below the low threshold
@@ -54,6 +57,7 @@ CORRECTION_NEAR_MIN = 60.0
 MIN_SAFETY_MARGIN_MG_DL = 10.0
 SMALL_CORRECTION_U = 1.0
 TEMP_BASAL_DURATION_MIN = 30.0
+CORRECTION_BOLUS_FRACTION = 0.5  # of a correction need given as a bolus at once (no meal announced)
 
 
 class AdviceKind(StrEnum):
@@ -311,6 +315,14 @@ def recommend(
             deficit_u = (target - no_action.eventual_mg_dl) / isf
             temp = max(scheduled - deficit_u * 60.0 / TEMP_BASAL_DURATION_MIN, 0.0)
             reasons.append(f"eventual {no_action.eventual_mg_dl:.0f} mg/dL below target: lower basal")
+    if not announced_carbs_g and correction_part > 0:
+        # A correction bolus delivers part of the need now; the stacking window's high temp delivers the rest if
+        # the next readings still call for it (as Loop's and oref0's automatic boluses do, 40-50 %).
+        partial = floor_to_increment(correction_part * CORRECTION_BOLUS_FRACTION, settings.bolus_increment_u)
+        reasons.append(f"{CORRECTION_BOLUS_FRACTION:.0%} of the {correction_part:.2f} U correction as a bolus now: "
+                       f"{partial:.2f} U; the rest only if the coming readings still call for it")
+        numbers["correction_held_back_u"] = round(correction_part - partial, 3)
+        correction_part = partial
     proposal = DoseProposal(meal_bolus_u=meal_part, correction_bolus_u=correction_part, temp_basal_u_per_h=temp,
                             temp_basal_duration_min=TEMP_BASAL_DURATION_MIN)
     dose = apply_hard_limits(proposal, context, limits)

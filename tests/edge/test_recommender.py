@@ -49,11 +49,16 @@ def test_meal_at_target_gets_carbs_over_ratio() -> None:
 def test_correction_is_computed_from_eventual_glucose() -> None:
     advice = advise(260)
     assert advice.kind is AdviceKind.CORRECTION_BOLUS
-    assert advice.dose.bolus_u == pytest.approx(3.0)  # (260 - 110) / 50
+    assert advice.numbers["correction_by_eventual_u"] == pytest.approx(3.0)  # (260 - 110) / 50
+    # half of it now; the rest only if the coming readings still call for it
+    assert advice.dose.bolus_u == pytest.approx(1.5)
+    assert advice.numbers["correction_held_back_u"] == pytest.approx(1.5)
 
 
 def test_insulin_on_board_reduces_the_correction() -> None:
-    assert advise(260, iob=2.0).dose.bolus_u == pytest.approx(1.0, abs=0.06)
+    advice = advise(260, iob=2.0)
+    assert advice.numbers["correction_by_eventual_u"] == pytest.approx(1.0, abs=0.06)
+    assert advice.dose.bolus_u + advice.numbers.get("correction_held_back_u", 0.0) == pytest.approx(1.0, abs=0.06)
 
 
 def test_small_correction_becomes_a_temp_basal() -> None:
@@ -73,7 +78,15 @@ def test_a_correction_soon_after_a_bolus_becomes_a_capped_high_temp() -> None:
     assert any("given as a temp basal" in reason for reason in advice.reasons)
     assert [a.rule for a in advice.dose.applied] == ["cap_temp_basal"]
     # Outside the stacking window the same need is a bolus.
-    assert advise(260, minutes_since_last_bolus=90.0).dose.bolus_u == pytest.approx(3.0)
+    assert advise(260, minutes_since_last_bolus=90.0).dose.bolus_u == pytest.approx(1.5)
+
+
+def test_a_correction_bolus_gives_half_the_need_and_never_more() -> None:
+    for glucose in (190.0, 260.0, 400.0):
+        advice = advise(glucose)
+        need = advice.numbers["correction_by_eventual_u"]
+        assert advice.dose.bolus_u <= 0.5 * need + 1e-9
+        assert advice.dose.bolus_u >= 0.5 * need - 0.05 - 1e-9  # rounded down to the 0.05 U increment
 
 
 def test_a_high_temp_after_a_bolus_respects_max_iob() -> None:
@@ -148,8 +161,10 @@ def test_twin_sensing_more_sensitivity_lowers_the_dose_but_never_raises_it() -> 
     predictor = EffectSumPredictor(260)
     more_sensitive = recommend(snapshot(260, estimated_isf_mg_dl_per_u=75.0), ADULT_SETTINGS, ADULT_LIMITS, predictor)
     less_sensitive = recommend(snapshot(260, estimated_isf_mg_dl_per_u=30.0), ADULT_SETTINGS, ADULT_LIMITS, predictor)
-    assert more_sensitive.dose.bolus_u == pytest.approx(2.0)
-    assert less_sensitive.dose.bolus_u == pytest.approx(3.0)
+    assert more_sensitive.numbers["correction_by_eventual_u"] == pytest.approx(2.0)
+    assert less_sensitive.numbers["correction_by_eventual_u"] == pytest.approx(3.0)
+    assert more_sensitive.dose.bolus_u == pytest.approx(1.0)
+    assert less_sensitive.dose.bolus_u == pytest.approx(1.5)
 
 
 def test_advice_serialises_with_its_numbers() -> None:
