@@ -39,7 +39,15 @@ from typing import Any
 
 import numpy as np
 
-from ..safety import DoseProposal, DosingContext, LimitedDose, SafetyLimits, apply_hard_limits, floor_to_increment
+from ..safety import (
+    DoseProposal,
+    DosingContext,
+    LimitedDose,
+    SafetyLimits,
+    apply_hard_limits,
+    floor_to_increment,
+    within_stacking_window,
+)
 from ..therapy_settings import TherapySettings
 from .prediction import HypotheticalAction, PredictedGlucose, Predictor
 from .sensitivity import trusted_isf_mg_dl_per_u
@@ -296,20 +304,18 @@ def recommend(
     temp = None
     if snapshot.pump_supports_temp_basal and not announced_carbs_g:
         scheduled = snapshot.scheduled_basal_u_per_h
-        since_bolus = snapshot.minutes_since_last_bolus
+        # The stacking guard withholds a correction BOLUS this soon after a bolus; a high temp delivers it over
+        # 30 min instead, within the temp-basal caps, and is re-judged at every reading.
+        stacking = within_stacking_window(snapshot.minutes_since_last_bolus, limits)
         if no_action.min_mg_dl() < floor:
             temp = 0.0
             reasons.append(f"predicted minimum {no_action.min_mg_dl():.0f} mg/dL: suspend basal")
-        elif correction_part > 0 and _finite(since_bolus) and since_bolus < limits.stacking_window_min:  # type: ignore[operator]
-            # The stacking guard withholds a correction BOLUS this soon after a bolus; a high temp delivers it
-            # over 30 min instead, capped by max basal and max IOB, and re-judged at every reading.
+        elif correction_part > 0 and (stacking or correction_part < SMALL_CORRECTION_U):
             temp = scheduled + correction_part * 60.0 / TEMP_BASAL_DURATION_MIN
-            reasons.append(f"last bolus {since_bolus:.0f} min ago: correction {correction_part:.2f} U given as a "
-                           f"temp basal over {TEMP_BASAL_DURATION_MIN:.0f} min")
-            correction_part = 0.0
-        elif 0 < correction_part < SMALL_CORRECTION_U:
-            temp = scheduled + correction_part * 60.0 / TEMP_BASAL_DURATION_MIN
-            reasons.append(f"small correction {correction_part:.2f} U given as a temp basal over 30 min")
+            why = (f"last bolus {snapshot.minutes_since_last_bolus:.0f} min ago: correction" if stacking
+                   else "small correction")
+            reasons.append(f"{why} {correction_part:.2f} U given as a temp basal over "
+                           f"{TEMP_BASAL_DURATION_MIN:.0f} min")
             correction_part = 0.0
         elif no_action.eventual_mg_dl < target - 20:
             deficit_u = (target - no_action.eventual_mg_dl) / isf

@@ -17,6 +17,7 @@ from .rules import (
     assert_within_limits,
     floor_to_increment,
     limit_violations,
+    within_stacking_window,
 )
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "floor_to_increment",
     "default_limits",
     "limit_violations",
+    "within_stacking_window",
 ]

@@ -180,10 +180,16 @@ def no_insulin_when_low(draft: DoseProposal, context: DosingContext, limits: Saf
     return suspended, "; ".join(reasons) + ": no insulin, suspend basal"
 
 
+def within_stacking_window(minutes_since_last_bolus: float | None, limits: SafetyLimits) -> bool:
+    """True while a bolus given this many minutes ago forbids a correction bolus (None: no bolus known)."""
+    since = minutes_since_last_bolus
+    return _finite(since) and since < limits.stacking_window_min  # type: ignore[operator]
+
+
 def insulin_stacking_guard(draft: DoseProposal, context: DosingContext, limits: SafetyLimits):
     """No correction insulin within the stacking window after any bolus (meal insulin is still allowed)."""
     since = context.minutes_since_last_bolus
-    if draft.correction_bolus_u <= 0 or since is None or not _finite(since) or since >= limits.stacking_window_min:
+    if draft.correction_bolus_u <= 0 or not within_stacking_window(since, limits):
         return draft, None
     return replace(draft, correction_bolus_u=0.0), (
         f"last bolus {since:.0f} min ago (< {limits.stacking_window_min:g} min): correction withheld to avoid stacking"
