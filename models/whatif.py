@@ -33,17 +33,20 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Scenario:
-    """Actions taken now: a bolus, carbs eaten, and/or a temporary basal rate for a duration."""
+    """Actions taken now: a bolus, carbs eaten (now, or ``carbs_delay_min`` from now: eating after a pre-bolus),
+    and/or a temporary basal rate for a duration."""
 
     bolus_u: float = 0.0
     carbs_g: float = 0.0
     temp_basal_u_per_h: float | None = None
     temp_basal_duration_min: float = 0.0
     label: str = ""
+    carbs_delay_min: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value, high in (("bolus_u", self.bolus_u, 50.0), ("carbs_g", self.carbs_g, 500.0),
-                                  ("temp_basal_duration_min", self.temp_basal_duration_min, 24 * 60.0)):
+                                  ("temp_basal_duration_min", self.temp_basal_duration_min, 24 * 60.0),
+                                  ("carbs_delay_min", self.carbs_delay_min, 24 * 60.0)):
             if not (math.isfinite(value) and 0 <= value <= high):
                 raise ScenarioError(f"{name}={value!r} must be within 0..{high:g}")
         if self.temp_basal_u_per_h is not None and not (
@@ -59,7 +62,7 @@ class Scenario:
         if self.bolus_u:
             parts.append(f"bolus {self.bolus_u:g} U")
         if self.carbs_g:
-            parts.append(f"eat {self.carbs_g:g} g")
+            parts.append(f"eat {self.carbs_g:g} g" + (f" in {self.carbs_delay_min:g} min" if self.carbs_delay_min else ""))
         if self.temp_basal_u_per_h is not None and self.temp_basal_duration_min > 0:
             parts.append(f"temp basal {self.temp_basal_u_per_h:g} U/h for {self.temp_basal_duration_min:g} min")
         return " + ".join(parts) or "no action"
@@ -171,19 +174,22 @@ def simulate(
     for scenario in scenarios:
         s = draws.base.copy()
         s[:, ISC] += scenario.bolus_u * 1000.0 / (params.t1_min * params.ci_dl_per_min)
-        s[:, D1] += scenario.carbs_g * draws.carb_factor
+        carbs_at = scenario.carbs_delay_min if scenario.carbs_g else math.inf
         temp_end = scenario.temp_basal_duration_min if scenario.temp_basal_u_per_h is not None else 0.0
         temp_rate = scenario.temp_basal_u_per_h if scenario.temp_basal_u_per_h is not None else basal_u_per_h
         values = np.empty((n_blocks + 1, n_samples))
         values[0] = _observe(s, quantity, draws.white)
         for block in range(n_blocks):
             start, end = block * every, (block + 1) * every
-            # piecewise-constant insulin: the temp rate until temp_end, the basal after it
-            for seg_start, seg_end, rate in ((start, min(end, temp_end), temp_rate), (max(start, temp_end), end,
-                                                                                      basal_u_per_h)):
-                if seg_end > seg_start:
-                    s = mvp.step(s, seg_end - seg_start, params, mvp.basal_mu_per_min(float(rate)),
-                                 substep_min=substep_min)
+            # piecewise-constant insulin (the temp rate until temp_end, the basal after it); the carbs enter the
+            # gut at carbs_at
+            cuts = sorted({start, end} | {t for t in (temp_end, carbs_at) if start < t < end})
+            for seg_start, seg_end in zip(cuts[:-1], cuts[1:]):
+                if seg_start >= carbs_at:
+                    s[:, D1] += scenario.carbs_g * draws.carb_factor
+                    carbs_at = math.inf
+                rate = temp_rate if seg_start < temp_end else basal_u_per_h
+                s = mvp.step(s, seg_end - seg_start, params, mvp.basal_mu_per_min(float(rate)), substep_min=substep_min)
             s += draws.process[block]
             values[block + 1] = _observe(s, quantity, draws.white)
         lower, upper = np.quantile(values, (0.025, 0.975), axis=1)

@@ -3,7 +3,8 @@
 The same random draws are used for every call (a fixed seed: common random numbers), so comparing two doses
 compares the doses, not the sampling noise; the bisection in the recommender relies on that. Limits of the
 twin's model, said plainly: its meal absorption has one time constant, so ``carbs_absorption_min`` (fast
-rescue carbs) and ``carbs_delay_min`` (eating after a pre-bolus) are not modelled and are ignored here.
+rescue carbs) is not modelled and is ignored here; ``carbs_delay_min`` (eating after a pre-bolus) is: the carbs
+enter the twin's gut that much later.
 
 Sensitivity: by default the predictions never assume the person LESS sensitive to insulin than the therapy
 settings say (the twin's log-sensitivity ``theta`` is floored at 0 for the prediction only). A twin that has
@@ -76,6 +77,7 @@ class TwinPredictor:
         scenario = Scenario(
             bolus_u=action.bolus_u,
             carbs_g=action.carbs_g,
+            carbs_delay_min=action.carbs_delay_min,
             temp_basal_u_per_h=action.temp_basal_u_per_h,
             temp_basal_duration_min=action.temp_basal_duration_min if action.temp_basal_u_per_h is not None else 0.0,
         )
