@@ -156,6 +156,12 @@ class ScenarioRealisation:
         return self.carbs_g_per_min.shape[0]
 
 
+def eating_profile_g_per_min(carbs_g: float, eating_rate_g_per_min: float) -> NDArray[np.float64]:
+    """Grams eaten in each minute of a meal: ``eating_rate_g_per_min`` until the last, partial minute."""
+    full_min, rest = divmod(carbs_g, eating_rate_g_per_min)
+    return np.array([eating_rate_g_per_min] * int(full_min) + ([rest] if rest > 1e-9 else []), dtype=float)
+
+
 def _dawn_bump(clock_min: NDArray) -> NDArray:
     """sin^2 bump over 03:00-09:00, 1 at 06:00, 0 elsewhere."""
     s = (clock_min - 180.0) / 360.0
@@ -197,10 +203,9 @@ def realise(
                 if not 0 <= start < t_total:
                     continue
                 grams = float(np.round(max(spec.min_carbs_g, meal.carbs_g + meal.carbs_sd_g * normals[day, j, 0])))
-                full_min, rest = divmod(grams, spec.eating_rate_g_per_min)
-                profile = [spec.eating_rate_g_per_min] * int(full_min) + ([rest] if rest > 1e-9 else [])
+                profile = eating_profile_g_per_min(grams, spec.eating_rate_g_per_min)
                 stop = min(start + len(profile), t_total)
-                carbs[row, start:stop] += np.asarray(profile[: stop - start])
+                carbs[row, start:stop] += profile[: stop - start]
                 skipped = spec.unannounced_snack_probability if meal.is_snack else spec.missed_bolus_probability
                 if ann[day, j, 0] < skipped:
                     told = float("nan")

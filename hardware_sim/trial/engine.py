@@ -33,7 +33,7 @@ from hardware_sim.patient.cohort import Cohort
 from hardware_sim.patient.uva_padova import UvaPadovaCohortModel
 from hardware_sim.pump_model import InsulinPumpArray, PumpParameters
 from hardware_sim.random_streams import RowStreams, subject_key
-from hardware_sim.scenario import ScenarioSpec, realise, scenario_spec
+from hardware_sim.scenario import MealEvent, ScenarioSpec, eating_profile_g_per_min, realise, scenario_spec
 from hardware_sim.sensor_model import CgmSensorArray, CgmSensorParameters, sensor_parameters
 from hardware_sim.trial.arms import make_arm
 from hardware_sim.trial.observation import Arm, ArmObservation, ArmSetup
@@ -235,6 +235,8 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
     eaten_g = np.zeros((m, n))
     rescue_queue_g = np.zeros(m)
     eat_rate = config.scenario_spec().eating_rate_g_per_min
+    announced_meals = _announced_meals_by_interval(scenario.meals, dt)
+    eat_after_min = np.zeros((m, n))
     times = np.arange(n, dtype=float) * dt
     samples_per_day = MINUTES_PER_DAY // dt
     reported_samples = 0
@@ -263,6 +265,11 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
         action = arm.decide(observation).validated(m)
         bolus_commanded_u[:, k] = pump.command_bolus(action.bolus_u)
         pump.set_temp_basal(action.temp_basal_u_per_h, action.temp_basal_duration_min)
+        wait = np.round(action.eat_after(m))
+        for row in np.flatnonzero(wait > 0):
+            for meal in announced_meals.get((int(row), k), ()):
+                _defer_meal(carbs_t, meal, int(wait[row]), eat_rate)
+                eat_after_min[row, k] = wait[row]
         rescue = np.asarray(action.rescue_carbs_g, dtype=float)
         rescue_g[:, k] = rescue
         rescue_queue_g += rescue
@@ -292,6 +299,7 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
         "carbs_eaten_g_per_day": eaten_g.sum(axis=1) / days,
         "carbs_announced_g_per_day": scenario.announced_carbs_g.sum(axis=1) / days,
         "rescue_carbs_g_per_day": rescue_g.sum(axis=1) / days,
+        "meals_eaten_after_pre_bolus_per_day": (eat_after_min > 0).sum(axis=1) / days,
         "occlusion_alarmed": pump.occlusion_alarm_time_min >= 0,
         "model_glucose_below_20_pct": 100.0 * (true_bg < TRUE_GLUCOSE_FLOOR_MG_DL).mean(axis=1),
         "min_glucose_mg_dl": np.nanmin(true_bg, axis=1),
@@ -307,6 +315,29 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
         replicates=rows.replicates.copy(), metrics=glycemic_metrics(np.maximum(true_bg, TRUE_GLUCOSE_FLOOR_MG_DL), dt),
         sensor_metrics=glycemic_metrics(cgm, dt), totals=totals, traces=traces,
     )
+
+
+def _announced_meals_by_interval(meals: Sequence[MealEvent], dt: int) -> dict[tuple[int, int], list[MealEvent]]:
+    """Announced meals keyed by (row, decision index) of the interval their announcement falls in."""
+    index: dict[tuple[int, int], list[MealEvent]] = {}
+    for meal in meals:
+        if np.isfinite(meal.carbs_announced_g):
+            index.setdefault((meal.row, meal.start_min // dt), []).append(meal)
+    return index
+
+
+def _defer_meal(carbs_t: NDArray, meal: MealEvent, wait_min: int, eat_rate_g_per_min: float) -> None:
+    """The person waits ``wait_min`` after the bolus before eating ``meal`` (the hub's pre-bolus advice): its
+    carbs move later in the time-major intake ``carbs_t`` (T, M); what would fall past the end is not eaten."""
+    profile = eating_profile_g_per_min(meal.carbs_eaten_g, eat_rate_g_per_min)
+    t_total = carbs_t.shape[0]
+    start, later = meal.start_min, meal.start_min + wait_min
+    now_part = profile[: max(0, min(len(profile), t_total - start))]
+    carbs_t[start : start + len(now_part), meal.row] -= now_part
+    np.clip(carbs_t[start : start + len(now_part), meal.row], 0.0, None,
+            out=carbs_t[start : start + len(now_part), meal.row])
+    later_part = profile[: max(0, min(len(profile), t_total - later))]
+    carbs_t[later : later + len(later_part), meal.row] += later_part
 
 
 def chunk_indices(n_rows: int, chunk_size: int | None) -> list[NDArray[np.intp]]:

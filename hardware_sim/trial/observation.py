@@ -21,6 +21,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 
+#: The longest a person is asked to wait between a bolus and the meal it covers (pre-bolus advice).
+MAX_EAT_AFTER_MIN = 30.0
+
+
 class ArmError(ValueError):
     """An arm returned an action of the wrong shape or with negative / non-finite doses."""
 
@@ -101,23 +105,35 @@ class ArmObservation:
 @dataclass(frozen=True)
 class ArmAction:
     """What an arm asks for, arrays (M,): a bolus (U, 0 = none), a temp basal (U/h, NaN = leave as is; with
-    duration 0 = cancel), and rescue carbs the person is told to eat (g, 0 = none)."""
+    duration 0 = cancel), rescue carbs the person is told to eat (g, 0 = none), and how long the person should
+    wait before starting the meal announced now (min, 0 = eat now; the pre-bolus advice, at most
+    :data:`MAX_EAT_AFTER_MIN`; None = nobody waits)."""
 
     bolus_u: NDArray[np.float64]
     temp_basal_u_per_h: NDArray[np.float64]
     temp_basal_duration_min: NDArray[np.float64]
     rescue_carbs_g: NDArray[np.float64]
+    eat_after_min: NDArray[np.float64] | None = None
 
     @classmethod
     def nothing(cls, n_rows: int) -> "ArmAction":
         return cls(np.zeros(n_rows), np.full(n_rows, np.nan), np.zeros(n_rows), np.zeros(n_rows))
 
+    def eat_after(self, n_rows: int) -> NDArray[np.float64]:
+        """The wait before the announced meal, zeros when the arm gives no timing."""
+        return np.zeros(n_rows) if self.eat_after_min is None else np.asarray(self.eat_after_min, dtype=float)
+
     def validated(self, n_rows: int) -> "ArmAction":
         """Return self if well formed for ``n_rows`` rows, else raise :class:`ArmError`."""
         for f in fields(self):
             value = np.asarray(getattr(self, f.name), dtype=float)
+            if f.name == "eat_after_min" and getattr(self, f.name) is None:
+                continue
             if value.shape != (n_rows,):
                 raise ArmError(f"action field {f.name} has shape {value.shape}, expected ({n_rows},)")
+        wait = self.eat_after(n_rows)
+        if not np.all(np.isfinite(wait)) or (wait < 0).any() or (wait > MAX_EAT_AFTER_MIN).any():
+            raise ArmError(f"eat_after_min must be finite, between 0 and {MAX_EAT_AFTER_MIN:g} min")
         for name in ("bolus_u", "rescue_carbs_g", "temp_basal_duration_min"):
             value = np.asarray(getattr(self, name), dtype=float)
             if not np.all(np.isfinite(value)) or (value < 0).any():
@@ -129,8 +145,12 @@ class ArmAction:
 
     @staticmethod
     def stack(actions: list["ArmAction"]) -> "ArmAction":
-        return ArmAction(*(np.concatenate([np.asarray(getattr(a, f.name), dtype=float).reshape(-1)
-                                           for a in actions]) for f in fields(ArmAction)))
+        def column(action: "ArmAction", name: str) -> NDArray[np.float64]:
+            if name == "eat_after_min":
+                return action.eat_after(np.asarray(action.bolus_u).reshape(-1).shape[0])
+            return np.asarray(getattr(action, name), dtype=float).reshape(-1)
+
+        return ArmAction(*(np.concatenate([column(a, f.name) for a in actions]) for f in fields(ArmAction)))
 
 
 @runtime_checkable

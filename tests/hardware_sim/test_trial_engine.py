@@ -267,3 +267,51 @@ def test_basal_bolus_one_day_on_all_thirty_subjects_resembles_the_reference() ->
     assert groups["adult"]["time_in_range_70_180_pct"] > 85
     assert groups["adult"]["time_in_range_70_180_pct"] > groups["child"]["time_in_range_70_180_pct"]
     assert groups["child"]["time_below_70_pct"] > groups["adult"]["time_below_70_pct"]
+
+
+class WaitBeforeMeals(SpyArm):
+    """Never doses; asks the person to wait ``wait_min`` before every announced meal."""
+
+    def __init__(self, wait_min: float, name: str) -> None:
+        self.wait_min, self.name = wait_min, name
+
+    def start(self, setup: ArmSetup) -> None:
+        pass
+
+    def decide(self, observation: ArmObservation) -> ArmAction:
+        m = observation.n_rows
+        wait = np.where(observation.carbs_announced_now_g > 0, self.wait_min, 0.0)
+        return ArmAction(np.zeros(m), np.full(m, np.nan), np.zeros(m), np.zeros(m), wait)
+
+
+def test_a_pre_bolus_wait_moves_the_announced_meal_later_and_keeps_its_grams() -> None:
+    cohort = load_cohort("adult#001,child#002")
+    config = dataclasses.replace(SHORT, days=1.0, scenario="three-meals", sensor="ideal")
+    at_once = run_trial([WaitBeforeMeals(0.0, "at-once")], cohort, config).arms["at-once"]
+    waiting = run_trial([WaitBeforeMeals(15.0, "waiting")], cohort, config).arms["waiting"]
+    eaten_now, eaten_later = at_once.traces["carbs_eaten_g"], waiting.traces["carbs_eaten_g"]
+    announced = at_once.traces["carbs_announced_g"]
+    np.testing.assert_array_equal(announced, waiting.traces["carbs_announced_g"])
+    np.testing.assert_allclose(eaten_later.sum(axis=1), eaten_now.sum(axis=1))
+    for row in range(cohort.size):
+        for k in np.flatnonzero(announced[row] > 0):
+            assert eaten_now[row, k] > 0 and eaten_later[row, k] == 0.0  # the meal no longer starts at once
+            assert eaten_later[row, k + 3] > 0  # 15 min = 3 decision intervals later
+    assert (waiting.totals["meals_eaten_after_pre_bolus_per_day"] == (announced > 0).sum(axis=1)).all()
+    assert (at_once.totals["meals_eaten_after_pre_bolus_per_day"] == 0).all()
+    # With nothing else different, eating later moves the post-meal rise later: the glucose traces differ.
+    assert not np.array_equal(at_once.traces["true_glucose_mg_dl"], waiting.traces["true_glucose_mg_dl"])
+
+
+@pytest.mark.parametrize("wait", [-5.0, np.nan, 31.0])
+def test_an_impossible_pre_bolus_wait_is_rejected(wait: float) -> None:
+    action = ArmAction(np.zeros(2), np.full(2, np.nan), np.zeros(2), np.zeros(2), np.array([0.0, wait]))
+    with pytest.raises(ArmError, match="eat_after_min"):
+        action.validated(2)
+
+
+def test_actions_with_and_without_timing_stack() -> None:
+    plain = ArmAction.nothing(2)
+    timed = ArmAction(np.zeros(1), np.full(1, np.nan), np.zeros(1), np.zeros(1), np.array([15.0]))
+    stacked = ArmAction.stack([plain, timed]).validated(3)
+    np.testing.assert_array_equal(stacked.eat_after(3), [0.0, 0.0, 15.0])
