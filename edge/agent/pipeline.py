@@ -31,6 +31,7 @@ from models.twin.twin import DigitalTwin, TwinEstimate, TwinSettings, TwinStateE
 from ..alerts import AlertEngine, AlertEvent, AlertObservation
 from ..config import HubConfig
 from ..recommend import Advice, AdviceKind, HubSnapshot, recommend
+from ..recommend.insulin_history import DAY_MS, insulin_delivered_u
 from ..recommend.twin_predictor import RECOMMENDER_HORIZON_MIN, TwinPredictor
 from ..safety import CgmQuality
 from ..store import CarbEntry, HubStore, InsulinEvent, StoredReading
@@ -291,7 +292,18 @@ class HubPipeline:
             scheduled_basal_u_per_h=self.config.therapy.basal_u_per_h,
             cgm_quality=self.cgm_quality,
             estimated_isf_mg_dl_per_u=estimate.insulin_sensitivity_factor_mg_dl_per_u.value if estimate else None,
+            total_daily_insulin_u=self.total_daily_insulin_u(now),
         )
+
+    def total_daily_insulin_u(self, now_ms: int) -> float | None:
+        """Insulin delivered over the last 24 h from the stored pump history, once the hub holds a day of
+        readings (before that, None: a partial day would understate it)."""
+        first_ms = self.store.earliest_reading_ms()
+        if first_ms is None or now_ms - first_ms < DAY_MS:
+            return None
+        # Events from 12 h before the window say what was running when it opened.
+        events = self.store.insulin_since(now_ms - DAY_MS - DAY_MS // 2)
+        return insulin_delivered_u(events, now_ms - DAY_MS, now_ms, self.config.therapy.basal_u_per_h)
 
     def advise(self, announced_carbs_g: float = 0.0, *, store: bool = True) -> Advice:
         """Advice for now (a meal when ``announced_carbs_g`` > 0), recorded for the person to confirm."""

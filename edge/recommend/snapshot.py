@@ -19,3 +19,4 @@ class HubSnapshot:
     cgm_quality: CgmQuality = CgmQuality()
     pump_supports_temp_basal: bool = True
     estimated_isf_mg_dl_per_u: float | None = None  # the twin's current estimate, if it has one
+    total_daily_insulin_u: float | None = None  # insulin delivered over the last 24 h (pump history)

@@ -161,6 +161,10 @@ class HubStore:
         ).fetchone()
         return StoredReading(*row) if row else None
 
+    def earliest_reading_ms(self) -> int | None:
+        row = self.conn.execute("SELECT MIN(timestamp_ms) FROM readings").fetchone()
+        return None if row[0] is None else int(row[0])
+
     def last_time_offset(self, sensor_session: str) -> int | None:
         row = self.conn.execute(
             "SELECT MAX(time_offset_min) FROM readings WHERE sensor_session = ?", (sensor_session,)

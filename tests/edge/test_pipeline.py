@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import sqlite_utils
 
 from cloud_sync.envelope import SummaryPayload
@@ -206,3 +207,20 @@ def test_a_pump_fault_seen_by_the_timer_is_stored_not_swallowed(tmp_path: Path) 
     clock[0] = START_MS + 2 * 60_000
     pipeline.check_staleness()
     assert "pump_occlusion" in {a["kind"] for a in store.open_alerts()}
+
+
+def test_total_daily_insulin_comes_from_stored_pump_history_once_the_hub_has_a_day(tmp_path: Path) -> None:
+    hour_ms = 3_600_000
+    clock = [START_MS]
+    store, _outbox, pipeline = make(tmp_path, clock)
+    pipeline.on_reading(reading(0, 120))
+    pipeline.on_insulin(InsulinEvent(START_MS + 2 * hour_ms, "bolus", insulin_u=5.0, pump_sequence=1))
+    pipeline.on_insulin(InsulinEvent(START_MS + 5 * hour_ms, "temp_basal", rate_u_per_h=3.0, duration_min=60,
+                                     pump_sequence=2))
+    clock[0] = START_MS + 23 * hour_ms
+    assert pipeline.total_daily_insulin_u(clock[0]) is None  # less than a day held: no TDD yet
+    assert pipeline.snapshot().total_daily_insulin_u is None
+    clock[0] = START_MS + 25 * hour_ms
+    # the last 24 h: 24 h of 1 U/h basal, the 5 U bolus, and 1 h of a 3 U/h temp (2 U more)
+    assert pipeline.total_daily_insulin_u(clock[0]) == pytest.approx(24.0 + 5.0 + 2.0)
+    assert pipeline.snapshot().total_daily_insulin_u == pytest.approx(31.0)
