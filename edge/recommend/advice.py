@@ -7,8 +7,10 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    estimate when the twin thinks the person is MORE sensitive (less insulin), at most 1.5x the configured value.
    A twin that thinks the person needs more insulin does not raise doses: that evidence goes to the clinician's
    settings review instead, and :class:`~edge.recommend.twin_predictor.TwinPredictor` never predicts with less
-   sensitivity than the settings. Meals are judged at the settings' sensitivity: the twin's belief never cuts
-   the bolus carbs / CR prescribes.
+   sensitivity than the settings. Once the hub holds a day of pump history, a correction above target may also
+   use the ISF the person's total daily insulin implies (AndroidAPS's dynamic ISF), again only when that means
+   less insulin. Meals are judged at the settings' sensitivity: neither belief cuts the bolus carbs / CR
+   prescribes.
 3. Meal bolus = carbs / CR; correction = (basis - target) / ISF, where the basis is the eventual glucose
    without the meal, which already includes insulin and carbs on board (so IOB is not subtracted twice), but
    never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A
@@ -27,6 +29,7 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    correction need, or for any correction need within the stacking window after a bolus (where the stacking
    guard forbids a correction bolus; Loop and oref0 likewise raise the basal after a meal, re-judged at every
    reading); a low temp when the eventual glucose is below target.
+   A meal bolus comes with timing: 15 min before eating when the prediction with the meal eaten then stays safe.
 7. Every proposal passes :func:`edge.safety.apply_hard_limits`; the rules that changed it are listed.
 """
 
@@ -50,7 +53,7 @@ from ..safety import (
 )
 from ..therapy_settings import TherapySettings
 from .prediction import HypotheticalAction, PredictedGlucose, Predictor
-from .sensitivity import trusted_isf_mg_dl_per_u
+from .sensitivity import correction_isf_mg_dl_per_u, tdd_isf_mg_dl_per_u, trusted_isf_mg_dl_per_u
 from .snapshot import HubSnapshot
 
 LOW_MG_DL = 70.0
@@ -65,6 +68,7 @@ CORRECTION_NEAR_MIN = 60.0
 MIN_SAFETY_MARGIN_MG_DL = 10.0
 SMALL_CORRECTION_U = 1.0
 TEMP_BASAL_DURATION_MIN = 30.0
+PRE_BOLUS_MIN = 15.0  # bolus this long before eating when the prediction allows (insulin starts acting first)
 CORRECTION_BOLUS_FRACTION = 0.5  # of a correction need given as a bolus at once (no meal announced)
 
 
@@ -88,6 +92,7 @@ class Advice:
     without: PredictedGlucose | None = None
     with_advice: PredictedGlucose | None = None
     timing: str | None = None
+    eat_after_min: float = 0.0  # the pre-bolus advice as a number: start eating this long after the bolus
     limits_applied: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,6 +100,7 @@ class Advice:
             "kind": self.kind.value,
             "summary": self.summary,
             "timing": self.timing,
+            "eat_after_min": self.eat_after_min,
             "bolus_u": self.dose.bolus_u,
             "meal_bolus_u": self.dose.meal_bolus_u,
             "correction_bolus_u": self.dose.correction_bolus_u,
@@ -279,16 +285,27 @@ def recommend(
     # extrapolates beyond an hour: the correction basis is the lower of the eventual and the 60-min prediction.
     near_mg_dl = _value_at(no_action, CORRECTION_NEAR_MIN)
     basis_mg_dl = min(no_action.eventual_mg_dl, near_mg_dl)
-    correction_u = (basis_mg_dl - target) / isf
+    # A correction above target divides by the correction ISF (the TDD-based one when that means less insulin);
+    # a negative one, which only trims a meal bolus, by the smaller ISF: the safer of the two either way.
+    isf_tdd = tdd_isf_mg_dl_per_u(snapshot.total_daily_insulin_u, glucose)
+    isf_correction = correction_isf_mg_dl_per_u(isf_configured, isf_twin, snapshot.total_daily_insulin_u, glucose)
+    isf_for_basis = isf_correction if basis_mg_dl > target else isf
+    correction_u = (basis_mg_dl - target) / isf_for_basis
+    numbers.update(isf_used_mg_dl_per_u=isf_for_basis, total_daily_insulin_u=snapshot.total_daily_insulin_u,
+                   isf_tdd_mg_dl_per_u=None if isf_tdd is None else round(isf_tdd, 1))
     numbers["correction_basis_mg_dl"] = round(basis_mg_dl, 1)
     total_u = max(meal_u + correction_u, 0.0)
     numbers.update(meal_bolus_by_ratio_u=round(meal_u, 3), correction_by_eventual_u=round(correction_u, 3))
     if announced_carbs_g:
         reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {meal_u:.2f} U for the meal")
     if correction_u > 0:
+        if isf_correction > isf:
+            reasons.append(f"ISF {isf_correction:.1f} mg/dL/U from the last 24 h's "
+                           f"{snapshot.total_daily_insulin_u:.1f} U of insulin at {glucose:.0f} mg/dL "
+                           f"(1800 / (TDD x ln(glucose / 75 + 1))), above the {isf:g} otherwise used: less insulin")
         reasons.append(
             f"predicted {basis_mg_dl:.0f} mg/dL is above target {target:.0f}: "
-            f"({basis_mg_dl:.0f} - {target:.0f}) / {isf:g} = {correction_u:.2f} U"
+            f"({basis_mg_dl:.0f} - {target:.0f}) / {isf_for_basis:.1f} = {correction_u:.2f} U"
         )
     elif correction_u < 0 and announced_carbs_g:
         reasons.append(f"predicted {basis_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
@@ -341,8 +358,10 @@ def recommend(
     if dose.bolus_u > 0:
         kind = AdviceKind.MEAL_BOLUS if announced_carbs_g else AdviceKind.CORRECTION_BOLUS
         summary = f"Bolus {dose.bolus_u:.2f} U" + (f" for {announced_carbs_g:.0f} g" if announced_carbs_g else "")
-        timing = _pre_bolus_timing(snapshot, predictor, dose.bolus_u, announced_carbs_g, floor) if announced_carbs_g else None
-        return Advice(kind, dose, summary + ".", tuple(reasons), numbers, with_meal, with_advice, timing)
+        timing, eat_after_min = (_pre_bolus_timing(snapshot, predictor, dose.bolus_u, announced_carbs_g, floor)
+                                 if announced_carbs_g else (None, 0.0))
+        return Advice(kind, dose, summary + ".", tuple(reasons), numbers, with_meal, with_advice, timing,
+                      eat_after_min)
     if dose.temp_basal_u_per_h is not None:
         if dose.temp_basal_u_per_h == 0.0:
             return Advice(AdviceKind.SUSPEND, dose, "Suspend basal for 30 min.", tuple(reasons), numbers,
@@ -364,14 +383,15 @@ def _no_dose_advice(dose: LimitedDose, reasons: list[str], numbers: dict[str, An
 
 
 def _pre_bolus_timing(snapshot: HubSnapshot, predictor: Predictor, bolus_u: float, carbs_g: float,
-                      floor_mg_dl: float) -> str:
-    """Bolus 15 min before eating when that keeps the predicted minimum safe; otherwise at the meal."""
+                      floor_mg_dl: float) -> tuple[str, float]:
+    """Bolus :data:`PRE_BOLUS_MIN` before eating when that keeps the predicted minimum safe; otherwise at the
+    meal. Returns the advice and the wait in minutes."""
     glucose = snapshot.glucose_mg_dl or 0.0
     trend = snapshot.trend_mg_dl_min or 0.0
     if glucose < 100 or trend < -1.0:
-        return "Bolus as you start eating (glucose is low-normal or falling)."
-    early = predictor.predict(HypotheticalAction(bolus_u=bolus_u, carbs_g=carbs_g, carbs_delay_min=15.0,
+        return "Bolus as you start eating (glucose is low-normal or falling).", 0.0
+    early = predictor.predict(HypotheticalAction(bolus_u=bolus_u, carbs_g=carbs_g, carbs_delay_min=PRE_BOLUS_MIN,
                                                  at_settings_sensitivity=True))
     if early.min_mg_dl() >= floor_mg_dl:
-        return "Bolus about 15 min before eating."
-    return "Bolus as you start eating."
+        return f"Bolus about {PRE_BOLUS_MIN:.0f} min before eating.", PRE_BOLUS_MIN
+    return "Bolus as you start eating.", 0.0

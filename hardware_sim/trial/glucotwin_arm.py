@@ -13,7 +13,10 @@ Each decision (every 5 min):
    an announced meal, glucose outside 90-160 mg/dL, a predicted low or a high eventual glucose from a cheap
    15-min-old forecast, or a temp basal about to end; otherwise the running temp basal is kept.
 3. The advice is accepted: meal and correction boluses, temp basals (None = back to the schedule), rescue
-   carbs (at most once per 15 min, "recheck in 15 min"). Carbs the arm eats go back to the engine through
+   carbs (at most once per 15 min, "recheck in 15 min"), and the pre-bolus timing: when the advice says "bolus
+   about 15 min before eating", the person waits that long before starting the meal (the engine moves the
+   meal; no other advice is taken while the meal is pending). ``follow_pre_bolus_timing=False`` eats at once,
+   as the peer arms' users do. Carbs the arm eats go back to the engine through
    :class:`~hardware_sim.trial.observation.ArmAction` and into the twin as carbs the hub knows about.
 
 The hub's :class:`~edge.therapy_settings.TherapySettings` are built from the programmed settings; values
@@ -60,6 +63,7 @@ class GlucoTwinArmConfig:
     rescue_interval_min: float = 15.0
     min_consult_interval_min: float = 0.0  # outside meals, at most one consultation per this many minutes
     always_consult: bool = False  # True: the recommender at every decision (slower; for cost comparisons)
+    follow_pre_bolus_timing: bool = True  # the person waits as advised ("bolus 15 min before eating")
 
 
 #: The live hub's own cadence (edge.agent.pipeline: auto-advice when glucose < 80 or > 200 mg/dL or the 30-min
@@ -102,6 +106,8 @@ class _Memory:
     last_bolus_min: float | None = None
     last_rescue_min: float = -math.inf
     pending_carbs_g: float = 0.0
+    carbs_due: list[tuple[float, float]] = field(default_factory=list)  # (decision minute, grams) of meals waited for
+    meal_pending_until_min: float = -math.inf  # bolused, waiting to eat as advised: no other advice until then
     last_screen_min: float = -math.inf
     screen_says_act: bool = True
     consultations: int = 0
@@ -142,8 +148,9 @@ class GlucoTwinPolicy:
         # Carbs announced or advised at the previous decision were eaten since: the twin gets them now. This
         # decision's announcement is NOT in the twin yet: the recommender is asked "what if I eat this?", as a
         # person asks the hub before eating (counting it in the twin as well would dose the meal twice).
-        carbs = mem.pending_carbs_g
+        carbs = mem.pending_carbs_g + sum(grams for due, grams in mem.carbs_due if due <= now)
         mem.pending_carbs_g = 0.0
+        mem.carbs_due = [(due, grams) for due, grams in mem.carbs_due if due > now]
         reading = float(obs.cgm_glucose_mg_dl[0, -1])
         glucose = reading if math.isfinite(reading) and 10.0 <= reading <= 1000.0 else None
         try:
@@ -202,7 +209,17 @@ class GlucoTwinPolicy:
             minutes_since_last_bolus=None if mem.last_bolus_min is None else now - mem.last_bolus_min,
             scheduled_basal_u_per_h=float(obs.scheduled_basal_u_per_h[0]),
             estimated_isf_mg_dl_per_u=isf if math.isfinite(isf) else None,
+            total_daily_insulin_u=self._total_daily_insulin_u(obs),
         )
+
+    def _total_daily_insulin_u(self, obs: ArmObservation) -> float | None:
+        """What the pump reports delivering over the last 24 h; None before the hub has a day of history (as
+        the live hub's pipeline)."""
+        delivered = obs.pump_delivered_u[0]
+        per_day = int(round(1440.0 / self.interval_min))
+        if obs.time_min < 1440.0 or delivered.shape[0] < per_day:
+            return None
+        return float(np.nansum(delivered[-per_day:]))
 
     # -- the decision ---------------------------------------------------------------------------------------
     def decide(self, obs: ArmObservation) -> ArmAction:
@@ -217,6 +234,8 @@ class GlucoTwinPolicy:
         latest = float(obs.cgm_glucose_mg_dl[0, -1])
         glucose = latest if math.isfinite(latest) else None
         action = ArmAction.nothing(1)
+        if now < mem.meal_pending_until_min and not carbs_g:
+            return action  # bolused for a meal the person starts in a few minutes: the meal is the plan
         if not self._needs_advice(obs, glucose, carbs_g):  # never true with carbs announced
             return action
         mem.consultations += 1
@@ -234,7 +253,12 @@ class GlucoTwinPolicy:
         if rescue > 0:
             mem.last_rescue_min = now
             mem.pending_carbs_g += rescue
-        mem.pending_carbs_g += carbs_g
+        wait = advice.eat_after_min if (cfg.follow_pre_bolus_timing and carbs_g and bolus > 0) else 0.0
+        if wait > 0:
+            mem.carbs_due.append((now + wait + self.interval_min, carbs_g))
+            mem.meal_pending_until_min = now + wait
+        else:
+            mem.pending_carbs_g += carbs_g
         if bolus > 0:
             mem.last_bolus_min = now
         if dose.temp_basal_u_per_h is not None:
@@ -245,7 +269,8 @@ class GlucoTwinPolicy:
             mem.running_rate_u_per_h, mem.temp_until_min = None, -math.inf
         else:
             rate, duration = math.nan, 0.0  # untrustworthy data: leave the pump as it is
-        return ArmAction(np.array([bolus]), np.array([rate]), np.array([duration]), np.array([rescue]))
+        return ArmAction(np.array([bolus]), np.array([rate]), np.array([duration]), np.array([rescue]),
+                         np.array([wait]))
 
 
 def make_glucotwin_arm(config: GlucoTwinArmConfig | None = None, name: str = ARM_NAME) -> PerSubjectArm:
@@ -258,10 +283,16 @@ def make_glucotwin_arm_pipeline_cadence() -> PerSubjectArm:
     return make_glucotwin_arm(PIPELINE_CADENCE, name="glucotwin-hub-cadence")
 
 
+def make_glucotwin_arm_eating_at_once() -> PerSubjectArm:
+    """Advice followed, but every meal eaten as announced, without the pre-bolus wait (as the peer arms' users
+    do): separates what the timing advice adds from what the doses add."""
+    return make_glucotwin_arm(GlucoTwinArmConfig(follow_pre_bolus_timing=False), name="glucotwin-eat-at-once")
+
+
 def make_glucotwin_arm_every_step() -> PerSubjectArm:
     """Recommender consulted at every decision (for cost and sensitivity comparisons)."""
     return make_glucotwin_arm(GlucoTwinArmConfig(always_consult=True), name="glucotwin-every-step")
 
 
-__all__ = ["ARM_NAME", "GlucoTwinArmConfig", "GlucoTwinPolicy", "make_glucotwin_arm", "make_glucotwin_arm_every_step",
-           "therapy_settings_for"]
+__all__ = ["ARM_NAME", "GlucoTwinArmConfig", "GlucoTwinPolicy", "make_glucotwin_arm", "make_glucotwin_arm_eating_at_once",
+           "make_glucotwin_arm_every_step", "therapy_settings_for"]

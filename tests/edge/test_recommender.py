@@ -46,6 +46,17 @@ def test_meal_at_target_gets_carbs_over_ratio() -> None:
     assert advice.timing is not None
 
 
+def test_pre_bolus_timing_is_given_as_a_number_too() -> None:
+    early = advise(150, carbs=60)
+    assert early.timing == "Bolus about 15 min before eating." and early.eat_after_min == 15.0
+    assert early.to_dict()["eat_after_min"] == 15.0
+    falling = advise(150, carbs=60, trend_mg_dl_min=-2.0)
+    assert falling.eat_after_min == 0.0 and "as you start eating" in (falling.timing or "")
+    low_normal = advise(95, carbs=60)
+    assert low_normal.eat_after_min == 0.0
+    assert advise(260).eat_after_min == 0.0  # no meal, no timing
+
+
 def test_correction_is_computed_from_eventual_glucose() -> None:
     advice = advise(260)
     assert advice.kind is AdviceKind.CORRECTION_BOLUS
@@ -178,27 +189,63 @@ carb_values = st.floats(min_value=0, max_value=150)
 iob_values = st.floats(min_value=-1, max_value=15)
 
 
+def test_a_tdd_based_isf_shrinks_a_correction_the_setting_would_overdose() -> None:
+    # 12 U/day at 260 mg/dL: 1800 / (12 x ln(260 / 75 + 1)) = 100.2 mg/dL/U, twice the setting's 50
+    advice = advise(260, total_daily_insulin_u=12.0)
+    assert advice.numbers["isf_tdd_mg_dl_per_u"] == pytest.approx(100.2, abs=0.1)
+    assert advice.numbers["isf_used_mg_dl_per_u"] == pytest.approx(100.2, abs=0.1)
+    assert advice.numbers["correction_by_eventual_u"] == pytest.approx(150 / 100.2, abs=0.01)
+    assert any("last 24 h" in reason and "12.0 U" in reason for reason in advice.reasons)
+    assert advice.dose.bolus_u == pytest.approx(0.70)  # half of 1.50 U, rounded down to 0.05 U
+
+
+def test_a_tdd_based_isf_never_adds_insulin_and_is_capped() -> None:
+    heavy = advise(260, total_daily_insulin_u=60.0)  # 1800 / (60 x 1.50) = 20 < 50: the setting stands
+    assert heavy.numbers["isf_used_mg_dl_per_u"] == 50
+    assert heavy.numbers["correction_by_eventual_u"] == pytest.approx(3.0)
+    tiny = advise(260, total_daily_insulin_u=1.0)  # 1200 mg/dL/U, capped at 4x the setting
+    assert tiny.numbers["isf_used_mg_dl_per_u"] == 200
+    unknown = advise(260)  # no day of pump history yet
+    assert unknown.numbers["isf_used_mg_dl_per_u"] == 50 and unknown.numbers["isf_tdd_mg_dl_per_u"] is None
+
+
+def test_a_negative_correction_trims_a_meal_bolus_at_the_smaller_isf() -> None:
+    # predicted 90 < target 110: the meal bolus is trimmed by 20 / 50 = 0.4 U, not by 20 / (TDD-based ISF)
+    with_tdd = advise(90, carbs=60, total_daily_insulin_u=12.0)
+    assert with_tdd.numbers["isf_used_mg_dl_per_u"] == 50
+    assert with_tdd.dose.bolus_u == pytest.approx(advise(90, carbs=60).dose.bolus_u)
+
+
+tdd_values = st.one_of(st.none(), st.floats(min_value=2, max_value=150))
+
+
 @settings(max_examples=150, deadline=None)
-@given(glucose_values, carb_values, carb_values, iob_values)
-def test_more_carbs_never_means_less_insulin(glucose: float, carbs_a: float, carbs_b: float, iob: float) -> None:
+@given(glucose_values, carb_values, carb_values, iob_values, tdd_values)
+def test_more_carbs_never_means_less_insulin(glucose: float, carbs_a: float, carbs_b: float, iob: float,
+                                              tdd: float | None) -> None:
     low, high = sorted((carbs_a, carbs_b))
-    assert advise(glucose, carbs=high, iob=iob).dose.bolus_u >= advise(glucose, carbs=low, iob=iob).dose.bolus_u - 1e-9
+    more = advise(glucose, carbs=high, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u
+    assert more >= advise(glucose, carbs=low, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u - 1e-9
 
 
 @settings(max_examples=150, deadline=None)
-@given(glucose_values, glucose_values, carb_values, iob_values)
-def test_lower_glucose_never_means_more_insulin(g_a: float, g_b: float, carbs: float, iob: float) -> None:
+@given(glucose_values, glucose_values, carb_values, iob_values, tdd_values)
+def test_lower_glucose_never_means_more_insulin(g_a: float, g_b: float, carbs: float, iob: float,
+                                                tdd: float | None) -> None:
     low, high = sorted((g_a, g_b))
-    assert advise(low, carbs=carbs, iob=iob).dose.bolus_u <= advise(high, carbs=carbs, iob=iob).dose.bolus_u + 1e-9
+    less = advise(low, carbs=carbs, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u
+    assert less <= advise(high, carbs=carbs, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u + 1e-9
 
 
 @settings(max_examples=200, deadline=None)
 @given(glucose_values, carb_values, iob_values, st.floats(min_value=-4, max_value=4),
-       st.one_of(st.none(), st.floats(min_value=0, max_value=300)), st.sampled_from(["child", "adolescent", "adult"]))
-def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, since_bolus, group) -> None:
+       st.one_of(st.none(), st.floats(min_value=0, max_value=300)), st.sampled_from(["child", "adolescent", "adult"]),
+       tdd_values)
+def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, since_bolus, group, tdd) -> None:
     limits = default_limits(group)
     carbs = min(carbs, limits.max_meal_carbs_g)
-    snap = snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, minutes_since_last_bolus=since_bolus)
+    snap = snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, minutes_since_last_bolus=since_bolus,
+                    total_daily_insulin_u=tdd)
     predictor = EffectSumPredictor(glucose, iob_u=iob, trend_mg_dl_min=trend)
     advice = recommend(snap, ADULT_SETTINGS, limits, predictor, announced_carbs_g=carbs)
     context = DosingContext(

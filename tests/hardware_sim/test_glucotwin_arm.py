@@ -80,6 +80,58 @@ def test_an_announced_meal_gets_a_meal_bolus_near_carbs_over_ratio():
     assert action.rescue_carbs_g[0] == 0
 
 
+def test_pre_bolus_advice_is_followed_the_meal_reaches_the_twin_when_eaten_and_nothing_else_is_advised_meanwhile():
+    policy = GlucoTwinPolicy(one_row_setup())
+    stream = Stream(policy)
+    for _ in range(24):
+        stream.step(150.0)
+    action = stream.step(150.0, carbs_g=60.0)
+    assert action.bolus_u[0] > 0 and action.eat_after_min[0] == 15.0
+    consulted = policy.memory.consultations
+    # while the person waits to eat, readings that would otherwise prompt advice (below 90) prompt none
+    waiting = [stream.step(g) for g in (85.0, 80.0)]
+    assert policy.memory.consultations == consulted
+    assert all(a.bolus_u[0] == 0 and a.rescue_carbs_g[0] == 0 and np.isnan(a.temp_basal_u_per_h[0]) for a in waiting)
+    assert sum(c.grams for c in policy.twin.carbs) == 0.0  # not eaten yet
+    stream.step(150.0)  # 15 min: eating starts
+    assert sum(c.grams for c in policy.twin.carbs) == 0.0
+    stream.step(160.0)  # the next reading: the twin learns of the meal, as it does for a meal eaten at once
+    assert sum(c.grams for c in policy.twin.carbs) == pytest.approx(60.0)
+
+
+def test_the_hub_knows_the_total_daily_insulin_only_after_a_day_of_pump_history():
+    policy = GlucoTwinPolicy(one_row_setup())
+    stream = Stream(policy)
+    for _ in range(289):  # minutes 0 .. 1440, 1 U/h reported
+        stream.step(120.0)
+    assert policy._snapshot(_observation_at(stream, 287)).total_daily_insulin_u is None  # 23 h 55 min
+    day = policy._snapshot(_observation_at(stream, 288)).total_daily_insulin_u
+    assert day == pytest.approx(24.0, abs=0.1)
+
+
+def _observation_at(stream: "Stream", k: int) -> ArmObservation:
+    """The observation of decision ``k`` with the engine's 24-h history window."""
+    lo = max(0, k + 1 - 288)
+    return ArmObservation(
+        time_min=5.0 * k, time_of_day_min=5.0 * k, history_times_min=np.arange(lo, k + 1) * 5.0,
+        cgm_glucose_mg_dl=np.array([stream.cgm[lo : k + 1]]), pump_delivered_u=np.array([stream.delivered[lo : k + 1]]),
+        announced_carbs_g=np.array([stream.carbs[lo : k + 1]]), reservoir_u=np.array([300.0]),
+        scheduled_basal_u_per_h=np.array([1.0]), temp_basal_u_per_h=np.array([np.nan]),
+        temp_basal_remaining_min=np.zeros(1), bolus_in_progress_u=np.zeros(1),
+        occlusion_alarm=np.zeros(1, dtype=bool), reservoir_empty=np.zeros(1, dtype=bool),
+    )
+
+
+def test_eating_at_once_is_a_config_switch():
+    stream = Stream(GlucoTwinPolicy(one_row_setup(), GlucoTwinArmConfig(follow_pre_bolus_timing=False)))
+    for _ in range(24):
+        stream.step(150.0)
+    action = stream.step(150.0, carbs_g=60.0)
+    assert action.bolus_u[0] > 0 and action.eat_after_min[0] == 0.0
+    stream.step(150.0)
+    assert sum(c.grams for c in stream.policy.twin.carbs) == pytest.approx(60.0)
+
+
 def test_a_low_gets_rescue_carbs_and_suspension_but_not_again_within_15_minutes():
     policy = GlucoTwinPolicy(one_row_setup())
     stream = Stream(policy)

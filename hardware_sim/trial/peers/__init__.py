@@ -34,6 +34,12 @@ def make_glucotwin() -> Any:
     return make_glucotwin_arm()
 
 
+def make_glucotwin_eat_at_once() -> Any:
+    from hardware_sim.trial.glucotwin_arm import make_glucotwin_arm_eating_at_once
+
+    return make_glucotwin_arm_eating_at_once()
+
+
 def make_glucotwin_every_step() -> Any:
     from hardware_sim.trial.glucotwin_arm import make_glucotwin_arm_every_step
 
@@ -66,6 +72,7 @@ def make_loop_automatic_bolus() -> Any:
 
 PEER_ARM_FACTORIES: dict[str, Callable[[], Any]] = {
     "glucotwin": make_glucotwin,
+    "glucotwin-eat-at-once": make_glucotwin_eat_at_once,
     "glucotwin-every-step": make_glucotwin_every_step,
     "glucotwin-hub-cadence": make_glucotwin_hub_cadence,
     "oref0": make_oref0,
