@@ -42,7 +42,12 @@ here the trial arm knew TDD from the first minute, while the hub and the arm now
   0.25 % below 54;
 * the twin's predictions also run at the TDD-based sensitivity (consistent IOB effect, as AndroidAPS does):
   9.2 / 21.4 / 22.4 %, 0.00 / 0.00 / 0.08 % below 54 — the fewest lows, at 2.5 points more time out of range for
-  adults; only for the correction basis: 7.9 / 19.6 / 21.7 %, 0.00 / 0.00 / 0.16 %. Not taken (see the issue note).
+  adults; only for the correction basis: 7.9 / 19.6 / 21.7 %, 0.00 / 0.00 / 0.16 %. Not taken.
+* 14 days (``--days 14``, seeds 1-3): the settings' ISF (the sixth session's code, eating at once) 7.0 / 21.0 /
+  22.4 % out of range, 0.07 / 0.26 / 0.32 % below 54, 38 / 55 / 80 g; with the TDD rule and the pre-bolus timing
+  6.8 / 20.4 / 22.4 %, 0.04 / 0.23 / 0.26 %, 34 / 49 / 79 g. Counting insulin on board at the TDD-based ISF in
+  the correction basis as well (seeds 1-2): 0.03 / 0.17 / 0.27 % below 54 but 7.2 / 22.9 / 23.3 % out of range
+  (against 6.6 / 20.8 / 22.0 % for the same seeds). Not taken.
 """
 
 from __future__ import annotations
