@@ -37,7 +37,7 @@ its carb ratios match 500 / TDD. adolescent#007 (setting 12.5, TDD rule 41 mg/dL
 here the trial arm knew TDD from the first minute, while the hub and the arm now wait for a day of history):
 
 * settings' ISF: 6.4 / 18.8 / 20.8 % out of range; 0.06 / 0.17 / 0.23 % below 54; 35 / 48 / 86 g of rescue carbs;
-* the TDD rule (kept): 6.7 / 19.2 / 21.3 %; 0.00 / 0.16 / 0.16 %; 28 / 38 / 76 g;
+* the TDD rule (kept): 6.7 / 19.2 / 21.2 %; 0.00 / 0.16 / 0.16 %; 28 / 38 / 76 g;
 * with the divisor AndroidAPS uses for regular rapid-acting insulin (55): 7.0 / 19.0 / 20.4 %, but 0.01 / 0.14 /
   0.25 % below 54;
 * the twin's predictions also run at the TDD-based sensitivity (consistent IOB effect, as AndroidAPS does):
