@@ -183,7 +183,10 @@ def simulate(
             start, end = block * every, (block + 1) * every
             # piecewise-constant insulin (the temp rate until temp_end, the basal after it); the carbs enter the
             # gut at carbs_at
-            cuts = sorted({start, end} | {t for t in (temp_end, carbs_at) if start < t < end})
+            if start < temp_end < end or start < carbs_at < end:  # a change inside the block: split it there
+                cuts = sorted({start, end} | {t for t in (temp_end, carbs_at) if start < t < end})
+            else:
+                cuts = [start, end]
             for seg_start, seg_end in zip(cuts[:-1], cuts[1:]):
                 if seg_start >= carbs_at:
                     s[:, D1] += scenario.carbs_g * draws.carb_factor
