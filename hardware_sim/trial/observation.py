@@ -126,9 +126,9 @@ class ArmAction:
     def validated(self, n_rows: int) -> "ArmAction":
         """Return self if well formed for ``n_rows`` rows, else raise :class:`ArmError`."""
         for f in fields(self):
-            value = np.asarray(getattr(self, f.name), dtype=float)
-            if f.name == "eat_after_min" and getattr(self, f.name) is None:
+            if f.name == "eat_after_min" and self.eat_after_min is None:  # no timing given
                 continue
+            value = np.asarray(getattr(self, f.name), dtype=float)
             if value.shape != (n_rows,):
                 raise ArmError(f"action field {f.name} has shape {value.shape}, expected ({n_rows},)")
         wait = self.eat_after(n_rows)

@@ -310,6 +310,12 @@ def test_an_impossible_pre_bolus_wait_is_rejected(wait: float) -> None:
         action.validated(2)
 
 
+def test_only_the_timing_may_be_left_out_of_an_action() -> None:
+    ArmAction(np.zeros(2), np.full(2, np.nan), np.zeros(2), np.zeros(2)).validated(2)
+    with pytest.raises(ArmError, match="temp_basal_u_per_h"):
+        ArmAction(np.zeros(2), None, np.zeros(2), np.zeros(2)).validated(2)  # type: ignore[arg-type]
+
+
 def test_actions_with_and_without_timing_stack() -> None:
     plain = ArmAction.nothing(2)
     timed = ArmAction(np.zeros(1), np.full(1, np.nan), np.zeros(1), np.zeros(1), np.array([15.0]))
