@@ -288,7 +288,7 @@ def recommend(
     # A correction above target divides by the correction ISF (the TDD-based one when that means less insulin);
     # a negative one, which only trims a meal bolus, by the smaller ISF: the safer of the two either way.
     isf_tdd = tdd_isf_mg_dl_per_u(snapshot.total_daily_insulin_u, glucose)
-    isf_correction = correction_isf_mg_dl_per_u(isf_configured, isf_twin, snapshot.total_daily_insulin_u, glucose)
+    isf_correction = correction_isf_mg_dl_per_u(isf, isf_tdd, isf_configured)
     isf_for_basis = isf_correction if basis_mg_dl > target else isf
     correction_u = (basis_mg_dl - target) / isf_for_basis
     numbers.update(isf_used_mg_dl_per_u=isf_for_basis, total_daily_insulin_u=snapshot.total_daily_insulin_u,

@@ -78,12 +78,11 @@ def tdd_isf_mg_dl_per_u(total_daily_insulin_u: float | None, glucose_mg_dl: floa
     return TDD_RULE_MG_DL / (total_daily_insulin_u * math.log(max(glucose_mg_dl, 40.0) / INSULIN_DIVISOR_MG_DL + 1.0))
 
 
-def correction_isf_mg_dl_per_u(configured_mg_dl_per_u: float, twin_estimate_mg_dl_per_u: float | None,
-                               total_daily_insulin_u: float | None, glucose_mg_dl: float | None) -> float:
-    """The ISF a correction divides by: :func:`trusted_isf_mg_dl_per_u`, raised (less insulin, never more) to
-    the TDD-based ISF when that is higher, at most :data:`MAX_TDD_ISF_FACTOR` times the configured value."""
-    isf = trusted_isf_mg_dl_per_u(configured_mg_dl_per_u, twin_estimate_mg_dl_per_u)
-    by_tdd = tdd_isf_mg_dl_per_u(total_daily_insulin_u, glucose_mg_dl)
-    if by_tdd is None:
-        return isf
-    return max(isf, min(by_tdd, MAX_TDD_ISF_FACTOR * configured_mg_dl_per_u))
+def correction_isf_mg_dl_per_u(trusted_mg_dl_per_u: float, tdd_isf: float | None,
+                               configured_mg_dl_per_u: float) -> float:
+    """The ISF a correction above target divides by: the :func:`trusted_isf_mg_dl_per_u`, raised (less insulin,
+    never more) to the :func:`tdd_isf_mg_dl_per_u` when that is higher, at most :data:`MAX_TDD_ISF_FACTOR` times
+    the configured value."""
+    if tdd_isf is None:
+        return trusted_mg_dl_per_u
+    return max(trusted_mg_dl_per_u, min(tdd_isf, MAX_TDD_ISF_FACTOR * configured_mg_dl_per_u))

@@ -236,7 +236,7 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
     rescue_queue_g = np.zeros(m)
     eat_rate = config.scenario_spec().eating_rate_g_per_min
     announced_meals = _announced_meals_by_interval(scenario.meals, dt)
-    eat_after_min = np.zeros((m, n))
+    meals_waited_for = np.zeros(m)
     times = np.arange(n, dtype=float) * dt
     samples_per_day = MINUTES_PER_DAY // dt
     reported_samples = 0
@@ -267,9 +267,10 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
         pump.set_temp_basal(action.temp_basal_u_per_h, action.temp_basal_duration_min)
         wait = np.round(action.eat_after(m))
         for row in np.flatnonzero(wait > 0):
-            for meal in announced_meals.get((int(row), k), ()):
+            meals = announced_meals.get((int(row), k), ())
+            for meal in meals:
                 _defer_meal(carbs_t, meal, int(wait[row]), eat_rate)
-                eat_after_min[row, k] = wait[row]
+            meals_waited_for[row] += bool(meals)  # one announcement (interval) waited for
         rescue = np.asarray(action.rescue_carbs_g, dtype=float)
         rescue_g[:, k] = rescue
         rescue_queue_g += rescue
@@ -299,7 +300,7 @@ def run_rows(arm: Arm | str, rows: TrialRows, config: TrialConfig, progress: Pro
         "carbs_eaten_g_per_day": eaten_g.sum(axis=1) / days,
         "carbs_announced_g_per_day": scenario.announced_carbs_g.sum(axis=1) / days,
         "rescue_carbs_g_per_day": rescue_g.sum(axis=1) / days,
-        "meals_eaten_after_pre_bolus_per_day": (eat_after_min > 0).sum(axis=1) / days,
+        "meals_eaten_after_pre_bolus_per_day": meals_waited_for / days,
         "occlusion_alarmed": pump.occlusion_alarm_time_min >= 0,
         "model_glucose_below_20_pct": 100.0 * (true_bg < TRUE_GLUCOSE_FLOOR_MG_DL).mean(axis=1),
         "min_glucose_mg_dl": np.nanmin(true_bg, axis=1),

@@ -105,8 +105,7 @@ class _Memory:
     temp_until_min: float = -math.inf
     last_bolus_min: float | None = None
     last_rescue_min: float = -math.inf
-    pending_carbs_g: float = 0.0
-    carbs_due: list[tuple[float, float]] = field(default_factory=list)  # (decision minute, grams) of meals waited for
+    carbs_due: list[tuple[float, float]] = field(default_factory=list)  # (decision minute, grams) for the twin
     meal_pending_until_min: float = -math.inf  # bolused, waiting to eat as advised: no other advice until then
     last_screen_min: float = -math.inf
     screen_says_act: bool = True
@@ -145,11 +144,11 @@ class GlucoTwinPolicy:
         if mem.unexplained_u > BOLUS_THRESHOLD_U:
             bolus_part, mem.unexplained_u = mem.unexplained_u, 0.0
         basal_rate = rate
-        # Carbs announced or advised at the previous decision were eaten since: the twin gets them now. This
-        # decision's announcement is NOT in the twin yet: the recommender is asked "what if I eat this?", as a
-        # person asks the hub before eating (counting it in the twin as well would dose the meal twice).
-        carbs = mem.pending_carbs_g + sum(grams for due, grams in mem.carbs_due if due <= now)
-        mem.pending_carbs_g = 0.0
+        # Carbs eaten since the previous decision (announced or advised, or a meal whose advised wait is over): the
+        # twin gets them now. This decision's announcement is NOT in the twin yet: the recommender is asked "what
+        # if I eat this?", as a person asks the hub before eating (counting it in the twin as well would dose the
+        # meal twice).
+        carbs = sum(grams for due, grams in mem.carbs_due if due <= now)
         mem.carbs_due = [(due, grams) for due, grams in mem.carbs_due if due > now]
         reading = float(obs.cgm_glucose_mg_dl[0, -1])
         glucose = reading if math.isfinite(reading) and 10.0 <= reading <= 1000.0 else None
@@ -252,13 +251,12 @@ class GlucoTwinPolicy:
             rescue = 0.0  # "recheck in 15 min": the carbs just eaten are still acting
         if rescue > 0:
             mem.last_rescue_min = now
-            mem.pending_carbs_g += rescue
+            mem.carbs_due.append((now + self.interval_min, rescue))
         wait = advice.eat_after_min if (cfg.follow_pre_bolus_timing and carbs_g and bolus > 0) else 0.0
-        if wait > 0:
+        if carbs_g:  # the twin gets the meal at the first decision after eating starts
             mem.carbs_due.append((now + wait + self.interval_min, carbs_g))
+        if wait > 0:
             mem.meal_pending_until_min = now + wait
-        else:
-            mem.pending_carbs_g += carbs_g
         if bolus > 0:
             mem.last_bolus_min = now
         if dose.temp_basal_u_per_h is not None:
