@@ -17,8 +17,11 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    negative correction reduces the meal bolus, as bolus calculators do. Without a meal, a correction bolus gives
    :data:`CORRECTION_BOLUS_FRACTION` of the need; the rest follows as a high temp (step 6) only if the coming
    readings still call for it.
-4. The bolus is then reduced (bisection) until the predicted minimum WITH the bolus stays at or above the
-   suspend threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value).
+4. The bolus is then reduced (bisection) until the prediction WITH the bolus stays at or above the suspend
+   threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value) from the
+   time the bolus acts on. Where glucose is predicted below that floor even without the bolus (85 mg/dL before a
+   meal raises it), the bolus may not lower it further (1 mg/dL tolerance): it may act on the rise that follows
+   but never deepen the dip. (Before, this check alone refused any insulin for such a meal.)
 5. Hypoglycaemia prevention: if glucose is low, or the no-action prediction falls below the low threshold
    within 60 min. A pump that can suspend is suspended first; when the prediction WITH the suspension stays
    above the low threshold, suspending is the whole advice (no carbs the person does not need: they become
@@ -66,6 +69,7 @@ LOW_NOW_MIN_CARBS_G = 15.0  # the "15-15 rule" for a low already here
 BOLUS_ACTS_AFTER_MIN = 15.0
 CORRECTION_NEAR_MIN = 60.0
 MIN_SAFETY_MARGIN_MG_DL = 10.0
+BOLUS_DIP_TOLERANCE_MG_DL = 1.0  # how far a bolus may lower a point already predicted below the floor
 SMALL_CORRECTION_U = 1.0
 TEMP_BASAL_DURATION_MIN = 30.0
 PRE_BOLUS_MIN = 15.0  # bolus this long before eating when the prediction allows (insulin starts acting first)
@@ -124,20 +128,29 @@ def _value_at(trajectory: PredictedGlucose, minute: float) -> float:
 
 
 def _max_bolus_keeping_minimum(
-    predictor: Predictor, bolus_u: float, carbs_g: float, floor_mg_dl: float, increment_u: float
+    predictor: Predictor, bolus_u: float, carbs_g: float, floor_mg_dl: float, increment_u: float,
+    without: PredictedGlucose,
 ) -> float:
-    """The largest deliverable bolus (whole increments) <= ``bolus_u`` whose predicted minimum stays >=
-    ``floor_mg_dl`` (bisection over the increments; the advice's own prediction then reuses the last one)."""
+    """The largest deliverable bolus (whole increments) <= ``bolus_u`` that keeps the prediction safe (bisection
+    over the increments; the advice's own prediction then reuses the last one).
+
+    Safe means: from the time a bolus acts on, every predicted point stays at or above ``floor_mg_dl``, or,
+    where the prediction ``without`` the bolus is itself below the floor (glucose at 85 mg/dL before a meal
+    raises it), the bolus lowers that point by at most :data:`BOLUS_DIP_TOLERANCE_MG_DL`. A bolus may not make a
+    dip deeper; it may act on the rise that follows it. The hard limits still refuse any insulin when the
+    current or predicted minimum glucose is below the suspend threshold."""
     steps = round(floor_to_increment(bolus_u, increment_u) / increment_u) if increment_u > 0 else 0
     if steps <= 0:
         return 0.0
+    # The next few minutes are already decided by what happened before; a bolus acts after that.
+    acting = without.minutes >= BOLUS_ACTS_AFTER_MIN
+    lowest_allowed = np.minimum(floor_mg_dl, without.mean_mg_dl[acting] - BOLUS_DIP_TOLERANCE_MG_DL)
 
     def keeps_minimum(step_count: int) -> bool:
         units = round(step_count * increment_u, 6)
         trajectory = predictor.predict(HypotheticalAction(bolus_u=units, carbs_g=carbs_g,
                                                           at_settings_sensitivity=bool(carbs_g)))
-        # The next few minutes are already decided by what happened before; a bolus acts after that.
-        return trajectory.min_between_mg_dl(BOLUS_ACTS_AFTER_MIN, math.inf) >= floor_mg_dl
+        return bool(np.all(trajectory.mean_mg_dl[acting] >= lowest_allowed))
 
     if keeps_minimum(steps):
         return round(steps * increment_u, 6)
@@ -309,9 +322,11 @@ def recommend(
         )
     elif correction_u < 0 and announced_carbs_g:
         reasons.append(f"predicted {basis_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
-    safe_total = _max_bolus_keeping_minimum(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u)
+    safe_total = _max_bolus_keeping_minimum(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u,
+                                            with_meal)
     if safe_total < total_u - 1e-9:
-        reasons.append(f"reduced to {safe_total:.2f} U so the predicted minimum stays above {floor:.0f} mg/dL")
+        reasons.append(f"reduced to {safe_total:.2f} U so the prediction stays above {floor:.0f} mg/dL "
+                       "(or, where it is below that anyway, no lower than without the bolus)")
         numbers["reduced_for_predicted_minimum_u"] = round(total_u - safe_total, 3)
     # Split the deliverable total so both parts are whole increments: the limits' rounding then takes nothing
     # more off, and the dose given is the one whose prediction was checked.

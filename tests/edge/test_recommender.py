@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.recommend import AdviceKind, HubSnapshot, recommend
+from edge.recommend import AdviceKind, HubSnapshot, HypotheticalAction, PredictedGlucose, recommend
 from edge.safety import CgmQuality, default_limits, limit_violations
 from edge.safety.rules import DosingContext
 from edge.therapy_settings import TherapySettings
@@ -144,6 +145,48 @@ def test_meal_bolus_is_reduced_when_the_prediction_would_go_low() -> None:
     assert advice.dose.bolus_u < 6.0
     assert advice.with_advice.min_between_mg_dl(15, 400) >= ADULT_LIMITS.suspend_threshold_mg_dl + 10 - 1
     assert "reduced_for_predicted_minimum_u" in advice.numbers
+
+
+class _MealAfterDipPredictor:
+    """Glucose holds at ``glucose`` (below the adult safety floor of 80, above the suspend threshold) for 30 min;
+    a meal then raises it by 5 mg/dL per g over 150 min, and a bolus lowers it by 50 mg/dL per U over the same
+    150 min starting at ``insulin_starts_min``."""
+
+    def __init__(self, glucose: float, insulin_starts_min: float) -> None:
+        self.glucose = glucose
+        self.insulin_starts_min = insulin_starts_min
+
+    def predict(self, action: HypotheticalAction) -> PredictedGlucose:
+        minutes = np.arange(0.0, 365.0, 5.0)
+        carbs = 5.0 * action.carbs_g * np.clip((minutes - 30.0 - action.carbs_delay_min) / 150.0, 0.0, 1.0)
+        insulin = 50.0 * action.bolus_u * np.clip((minutes - self.insulin_starts_min) / 150.0, 0.0, 1.0)
+        mean = self.glucose + carbs - insulin
+        return PredictedGlucose(minutes, mean, mean - 10.0, mean + 10.0, action)
+
+
+def test_a_meal_bolus_may_act_on_the_rise_after_a_dip_below_the_floor() -> None:
+    # 78 mg/dL for the next 30 min, then 60 g: the bolus acts only after the meal has started to raise glucose,
+    # so it does not deepen the dip. A rule that asked every point to stay above the floor of 80 would refuse
+    # any bolus here (the dip alone is below it).
+    predictor = _MealAfterDipPredictor(78.0, insulin_starts_min=30.0)
+    advice = recommend(snapshot(78), ADULT_SETTINGS, ADULT_LIMITS, predictor, announced_carbs_g=60)
+    assert advice.kind is AdviceKind.MEAL_BOLUS
+    # Wanted: 6 U - (110 - 78) / 50 U = 5.36 U. Where the meal alone lifts glucose above the floor (from 35 min,
+    # 78 + 10 mg/dL) the bolus must keep it at 80: 78 + (300 - 50 x b) / 30 >= 80, so b <= 4.8 U.
+    assert advice.dose.bolus_u == pytest.approx(4.8)
+    assert advice.numbers["reduced_for_predicted_minimum_u"] == pytest.approx(5.36 - 4.8)
+    assert advice.with_advice.min_mg_dl() == pytest.approx(78.0)  # the dip, no deeper
+    assert advice.with_advice.eventual_mg_dl >= ADULT_LIMITS.suspend_threshold_mg_dl + 10
+
+
+def test_a_bolus_that_would_deepen_a_dip_below_the_floor_is_refused() -> None:
+    # The same meal, but the insulin acts at once: any real bolus lowers the dip, so at most 1 mg/dL of it.
+    predictor = _MealAfterDipPredictor(78.0, insulin_starts_min=0.0)
+    advice = recommend(snapshot(78), ADULT_SETTINGS, ADULT_LIMITS, predictor, announced_carbs_g=60)
+    assert advice.dose.bolus_u <= 0.1
+    assert advice.numbers["reduced_for_predicted_minimum_u"] > 5.0
+    deepest = predictor.predict(HypotheticalAction(bolus_u=advice.dose.bolus_u, carbs_g=60)).mean_mg_dl[3:]
+    assert deepest.min() >= 78.0 - 1.0
 
 
 def test_a_huge_meal_is_capped_at_max_bolus() -> None:
