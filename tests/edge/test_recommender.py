@@ -298,6 +298,31 @@ def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, s
     assert limit_violations(advice.dose, context, limits) == []
 
 
+@settings(max_examples=200, deadline=None)
+@given(glucose_values, carb_values, iob_values, st.floats(min_value=-4, max_value=4),
+       st.sampled_from(["child", "adolescent", "adult"]), tdd_values)
+def test_no_bolus_takes_the_prediction_below_the_floor_or_deeper_into_a_dip(glucose, carbs, iob, trend, group,
+                                                                          tdd) -> None:
+    """From 15 min on, the prediction with the advice given stays at or above the floor (suspend threshold +
+    10 mg/dL), or, where the prediction without any bolus is already below it, within 1 mg/dL of that."""
+    limits = default_limits(group)
+    carbs = min(carbs, limits.max_meal_carbs_g)
+    predictor = EffectSumPredictor(glucose, iob_u=iob, trend_mg_dl_min=trend)
+    advice = recommend(snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, total_daily_insulin_u=tdd),
+                       ADULT_SETTINGS, limits, predictor, announced_carbs_g=carbs)
+    if advice.dose.bolus_u == 0:
+        return
+    dose = advice.dose
+    given_advice = predictor.predict(HypotheticalAction(
+        bolus_u=dose.bolus_u, carbs_g=carbs, temp_basal_u_per_h=dose.temp_basal_u_per_h,
+        temp_basal_duration_min=dose.temp_basal_duration_min))
+    without_bolus = predictor.predict(HypotheticalAction(carbs_g=carbs))
+    acting = given_advice.minutes >= 15
+    floor = limits.suspend_threshold_mg_dl + 10
+    lowest_allowed = np.minimum(floor, without_bolus.mean_mg_dl[acting] - 1.0)
+    assert np.all(given_advice.mean_mg_dl[acting] >= lowest_allowed - 1e-9)
+
+
 class _RunawayPredictor(EffectSumPredictor):
     """A model that extrapolates a rise for hours (as a mis-estimated twin might)."""
 
