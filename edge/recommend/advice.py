@@ -134,11 +134,12 @@ def _max_bolus_keeping_minimum(
     """The largest deliverable bolus (whole increments) <= ``bolus_u`` that keeps the prediction safe (bisection
     over the increments; the advice's own prediction then reuses the last one).
 
-    Safe means: from the time a bolus acts on, every predicted point stays at or above ``floor_mg_dl``, or,
-    where the prediction ``without`` the bolus is itself below the floor (glucose at 85 mg/dL before a meal
-    raises it), the bolus lowers that point by at most :data:`BOLUS_DIP_TOLERANCE_MG_DL`. A bolus may not make a
-    dip deeper; it may act on the rise that follows it. The hard limits still refuse any insulin when the
-    current or predicted minimum glucose is below the suspend threshold."""
+    Safe means: from the time a bolus acts on, every predicted point stays at or above the lower of
+    ``floor_mg_dl`` and the prediction ``without`` the bolus less :data:`BOLUS_DIP_TOLERANCE_MG_DL`. Where glucose
+    is predicted below the floor anyway (85 mg/dL before a meal raises it), a bolus may not make that dip deeper;
+    it may act on the rise that follows it. (The lower of the two, rather than a switch at the floor, keeps "lower
+    glucose never means more insulin".) The hard limits still refuse any insulin when the current or predicted
+    minimum glucose is below the suspend threshold."""
     steps = round(floor_to_increment(bolus_u, increment_u) / increment_u) if increment_u > 0 else 0
     if steps <= 0:
         return 0.0
