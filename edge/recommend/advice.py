@@ -127,7 +127,7 @@ def _value_at(trajectory: PredictedGlucose, minute: float) -> float:
     return float(np.interp(minute, trajectory.minutes, trajectory.mean_mg_dl))
 
 
-def _max_bolus_keeping_minimum(
+def _largest_safe_bolus(
     predictor: Predictor, bolus_u: float, carbs_g: float, floor_mg_dl: float, increment_u: float,
     without: PredictedGlucose,
 ) -> float:
@@ -147,18 +147,18 @@ def _max_bolus_keeping_minimum(
     acting = without.minutes >= BOLUS_ACTS_AFTER_MIN
     lowest_allowed = np.minimum(floor_mg_dl, without.mean_mg_dl[acting] - BOLUS_DIP_TOLERANCE_MG_DL)
 
-    def keeps_minimum(step_count: int) -> bool:
+    def is_safe(step_count: int) -> bool:
         units = round(step_count * increment_u, 6)
         trajectory = predictor.predict(HypotheticalAction(bolus_u=units, carbs_g=carbs_g,
                                                           at_settings_sensitivity=bool(carbs_g)))
         return bool(np.all(trajectory.mean_mg_dl[acting] >= lowest_allowed))
 
-    if keeps_minimum(steps):
+    if is_safe(steps):
         return round(steps * increment_u, 6)
-    low, high = 0, steps  # low keeps the minimum (no bolus does, by definition here), high does not
+    low, high = 0, steps  # low is safe (no bolus is, by definition here), high is not
     while high - low > 1:
         middle = (low + high) // 2
-        if keeps_minimum(middle):
+        if is_safe(middle):
             low = middle
         else:
             high = middle
@@ -323,7 +323,7 @@ def recommend(
         )
     elif correction_u < 0 and announced_carbs_g:
         reasons.append(f"predicted {basis_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
-    safe_total = _max_bolus_keeping_minimum(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u,
+    safe_total = _largest_safe_bolus(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u,
                                             with_meal)
     if safe_total < total_u - 1e-9:
         reasons.append(f"reduced to {safe_total:.2f} U so the prediction stays above {floor:.0f} mg/dL "
