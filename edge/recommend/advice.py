@@ -324,7 +324,7 @@ def recommend(
     elif correction_u < 0 and announced_carbs_g:
         reasons.append(f"predicted {basis_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
     safe_total = _largest_safe_bolus(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u,
-                                            with_meal)
+                                     with_meal)
     if safe_total < total_u - 1e-9:
         reasons.append(f"reduced to {safe_total:.2f} U so the prediction stays above {floor:.0f} mg/dL "
                        "(or, where it is below that anyway, no lower than without the bolus)")
