@@ -13,6 +13,10 @@ Definitions follow the international consensus on time in range (Battelino et al
 * low and high blood glucose indices (Kovatchev et al. 1997 Diabetes Care 20:1655; 2006 DT&T 8:1):
   the symmetrising transform ``f(g) = 1.509 * ((ln g)^1.084 - 5.381)`` (g in mg/dL, f = 0 near 112.5 mg/dL),
   risk ``r = 10 f^2``, ``LBGI = mean(r where f < 0 else 0)``, ``HBGI = mean(r where f > 0 else 0)``.
+* glycemia risk index (Klonoff et al., J Diabetes Sci Technol 2023; 17:1226, doi:10.1177/19322968221085273):
+  one number, 0-100, weighing each range by the risk clinicians rated in it, ``GRI = 3.0 * (< 54) + 2.4 *
+  (54-69) + 1.6 * (> 250) + 0.8 * (181-250)`` (percentages), capped at 100. A point of time below 54 counts
+  3.75x a point at 181-250: it judges as a whole a change that trades highs for lows (or back).
 * sensor active % = valid readings / expected readings * 100; days of wear = expected readings *
   sample interval / 1440 (the span the array covers).
 
@@ -35,6 +39,10 @@ LEVEL2_HYPO_BELOW_MG_DL = 54.0
 HYPO_BELOW_MG_DL = 70.0
 TARGET_UPPER_MG_DL = 180.0
 LEVEL2_HYPER_ABOVE_MG_DL = 250.0
+
+# Glycemia risk index weights per range (Klonoff et al. 2023) and its ceiling.
+GRI_WEIGHTS = {"time_below_54_pct": 3.0, "time_54_69_pct": 2.4, "time_above_250_pct": 1.6, "time_181_250_pct": 0.8}
+GRI_MAX = 100.0
 
 # Kovatchev risk transform constants (glucose in mg/dL).
 _RISK_ALPHA = 1.084
@@ -67,6 +75,7 @@ class GlycemicSummary:
     time_above_250_pct: float
     lbgi: float
     hbgi: float
+    gri: float
 
     def to_dict(self) -> dict[str, float | int]:
         """Plain JSON-ready dict; NaN stays NaN (callers writing strict JSON map it to null)."""
@@ -146,6 +155,7 @@ def glycemic_metrics(glucose_mg_dl: ArrayLike, sample_interval_min: float = 5.0)
             "lbgi": lbgi,
             "hbgi": hbgi,
         }
+        metrics["gri"] = np.minimum(sum(weight * metrics[key] for key, weight in GRI_WEIGHTS.items()), GRI_MAX)
     return metrics
 
 

@@ -29,6 +29,7 @@ TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("gmi_pct", "GMI%", "{:.2f}"),
     ("lbgi", "LBGI", "{:.2f}"),
     ("hbgi", "HBGI", "{:.2f}"),
+    ("gri", "GRI", "{:.1f}"),
 )
 SUMMARY_METRICS: tuple[str, ...] = tuple(key for key, _, _ in TABLE_COLUMNS)
 

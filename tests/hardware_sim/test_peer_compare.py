@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -64,3 +65,14 @@ def test_files_split_by_arm_are_pooled_and_rows_must_match(tmp_path, capsys):
     assert "goal check not possible" in capsys.readouterr().out
     (tmp_path / "bad.json").write_text("{}")
     assert main([str(tmp_path / "bad.json")]) == 2
+
+
+def test_the_glycemia_risk_index_is_taken_from_rows_or_computed_from_their_ranges() -> None:
+    from hardware_sim.trial.peers.compare import group_means
+    ranges = {"time_below_54_pct": 1.0, "time_54_69_pct": 2.0, "time_181_250_pct": 10.0, "time_above_250_pct": 5.0}
+    older = {**row("oref0", "adult#001", "adult", 82.0, 1.0), **ranges}  # written before GRI was reported
+    newer = {**row("oref0", "adult#002", "adult", 82.0, 1.0), **ranges, "gri": 30.0}
+    means = group_means([older, newer])["adult"]
+    # older: 3.0 x 1 + 2.4 x 2 + 1.6 x 5 + 0.8 x 10 = 23.8; newer: 30 as written
+    assert means["gri"] == pytest.approx((23.8 + 30.0) / 2)
+    assert math.isnan(group_means([row("oref0", "adult#001", "adult", 82.0, 1.0)])["adult"]["gri"])  # no ranges

@@ -39,6 +39,20 @@ def test_ranges_on_hand_counted_trace() -> None:
     assert s.days_of_wear_d == pytest.approx(12 * 5 / 1440)
 
 
+def test_glycemia_risk_index_weighs_the_ranges_by_hand() -> None:
+    # 20 readings: 1 below 54 (5 %), 2 in 54-69 (10 %), 2 in 181-250 (10 %), 1 above 250 (5 %), the rest in range:
+    # 3.0 x 5 + 2.4 x 10 + 1.6 x 5 + 0.8 x 10 = 15 + 24 + 8 + 8 = 55.
+    trace = [50.0, 60.0, 65.0, 200.0, 240.0, 300.0] + [120.0] * 14
+    assert summarize_glucose(trace).gri == pytest.approx(55.0)
+    assert summarize_glucose([120.0] * 5).gri == 0.0
+    # a point of time below 54 outweighs a point of 181-250 by 3.0 / 0.8
+    assert summarize_glucose([50.0] + [120.0] * 19).gri == pytest.approx(3.75 * summarize_glucose([200.0] + [120.0] * 19).gri)
+
+
+def test_glycemia_risk_index_is_capped_at_100() -> None:
+    assert summarize_glucose([40.0, 45.0, 60.0, 300.0]).gri == 100.0  # 3 x 50 + 2.4 x 25 + 1.6 x 25 = 250
+
+
 def test_mean_sd_cv_gmi_by_hand() -> None:
     s = summarize_glucose([100.0, 150.0, 200.0, np.nan])
     assert s.mean_glucose_mg_dl == pytest.approx(150.0)

@@ -2,7 +2,8 @@
 
 Reads one or more JSON files written by ``glucotwin trial --json`` (one run with every arm, or runs split by
 arm and / or age group; rows of the same arm are pooled, a row = subject x seed) and prints, per age group,
-TIR 70-180, time < 70, < 54, > 250, CV, LBGI, HBGI (means over rows, on true plasma glucose), then checks the
+TIR 70-180, time < 70, < 54, > 250, CV, LBGI, HBGI and the glycemia risk index (means over rows, on true plasma
+glucose; GRI is computed from the row's ranges when an older file lacks it), then checks the
 goal of the comparison in every age group:
 
 * GlucoTwin's time out of range (100 - TIR) is at most two thirds of the best peer's;
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.glycemic_metrics import GRI_MAX, GRI_WEIGHTS
+
 GROUPS: tuple[str, ...] = ("adult", "adolescent", "child")
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("time_in_range_70_180_pct", "TIR%", "{:.1f}"),
@@ -34,6 +37,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cv_pct", "CV%", "{:.1f}"),
     ("lbgi", "LBGI", "{:.2f}"),
     ("hbgi", "HBGI", "{:.2f}"),
+    ("gri", "GRI", "{:.1f}"),
     ("rescue_carbs_g_per_day", "rescue g/d", "{:.0f}"),
     ("insulin_u_per_day", "U/day", "{:.1f}"),
 )
@@ -67,6 +71,8 @@ def _key(row: dict[str, Any]) -> tuple[str, int, int]:
 def _value(row: dict[str, Any], metric: str) -> float:
     if metric == "time_out_of_range_pct":
         return 100.0 - float(row["time_in_range_70_180_pct"])
+    if metric == "gri" and row.get("gri") is None and all(row.get(k) is not None for k in GRI_WEIGHTS):
+        return min(sum(weight * float(row[key]) for key, weight in GRI_WEIGHTS.items()), GRI_MAX)  # older files
     value = row.get(metric)
     return math.nan if value is None else float(value)
 
