@@ -33,6 +33,7 @@ from ..config import HubConfig
 from ..recommend import Advice, AdviceKind, HubSnapshot, recommend
 from ..recommend.insulin_history import DAY_MS, insulin_delivered_u
 from ..recommend.twin_predictor import RECOMMENDER_HORIZON_MIN, TwinPredictor
+from ..recommend.withheld_meal import WithheldMealBolus, withheld_after_meal_advice
 from ..safety import CgmQuality
 from ..store import CarbEntry, HubStore, InsulinEvent, StoredReading
 
@@ -81,6 +82,9 @@ class HubPipeline:
         self._last_twin_sync_min = -math.inf
         self._last_advice_min = -math.inf
         self._last_bolus_ms: int | None = None
+        # Meal insulin withheld at the last meal (glucose was low), offered once glucose recovers. Held in memory:
+        # after a restart the hub forgets the offer (never a reading), and the corrections deliver it instead.
+        self._withheld_meal: WithheldMealBolus | None = None
         self.latest_estimate: TwinEstimate | None = None
         self.latest_reading: StoredReading | None = store.latest_reading()
         self.cgm_quality = CgmQuality()
@@ -133,6 +137,9 @@ class HubPipeline:
                     self._pending_insulin_u += event.insulin_u
                     self.forecaster.observe_bolus(_minutes(event.timestamp_ms), event.insulin_u)
                     self._last_bolus_ms = max(self._last_bolus_ms or 0, event.timestamp_ms)
+                    withheld = self._withheld_meal
+                    if withheld is not None and _minutes(event.timestamp_ms) >= withheld.announced_at_min:
+                        self._withheld_meal = withheld.after_bolus(event.insulin_u)
                 elif event.kind in ("temp_basal", "suspend"):
                     self._basal_u_per_h = 0.0 if event.kind == "suspend" else float(event.rate_u_per_h or 0.0)
                     self.forecaster.observe_basal(_minutes(event.timestamp_ms), self._basal_u_per_h)
@@ -293,7 +300,14 @@ class HubPipeline:
             cgm_quality=self.cgm_quality,
             estimated_isf_mg_dl_per_u=estimate.insulin_sensitivity_factor_mg_dl_per_u.value if estimate else None,
             total_daily_insulin_u=self.total_daily_insulin_u(now),
+            withheld_meal_bolus_u=self._withheld_meal_due_u(reading),
         )
+
+    def _withheld_meal_due_u(self, reading: StoredReading | None) -> float:
+        if self._withheld_meal is None or reading is None:
+            return 0.0
+        return self._withheld_meal.owed_now_u(_minutes(reading.timestamp_ms), reading.glucose_mg_dl,
+                                              self.config.limits.suspend_threshold_mg_dl)
 
     def total_daily_insulin_u(self, now_ms: int) -> float | None:
         """Insulin delivered over the last 24 h from the stored pump history, once the hub holds a day of
@@ -307,9 +321,14 @@ class HubPipeline:
 
     def advise(self, announced_carbs_g: float = 0.0, *, store: bool = True) -> Advice:
         """Advice for now (a meal when ``announced_carbs_g`` > 0), recorded for the person to confirm."""
-        advice = self._recommend(self.snapshot(), announced_carbs_g)
+        snapshot = self.snapshot()
+        advice = self._recommend(snapshot, announced_carbs_g)
         if store:
             self._store_advice(advice)
+            if announced_carbs_g:  # a meal: what its advice leaves owed (its own and any due before) replaces it
+                self._withheld_meal = withheld_after_meal_advice(
+                    announced_carbs_g, self.config.therapy.carb_ratio_g_per_u, advice.dose.bolus_u,
+                    _minutes(self.now_ms()), already_owed_u=snapshot.withheld_meal_bolus_u)
         return advice
 
     def predictor(self, horizon_min: float = RECOMMENDER_HORIZON_MIN) -> TwinPredictor:
@@ -353,7 +372,7 @@ class HubPipeline:
             return False  # a person is deciding on meal advice: do not pull it from under them
         low_risk = forecast_min < 80 or reading.glucose_mg_dl < 80
         high = reading.glucose_mg_dl > 200
-        return low_risk or high
+        return low_risk or high or self._withheld_meal_due_u(reading) > 0
 
     def _alert_observation(self, reading: StoredReading, forecast_min: float) -> AlertObservation:
         return AlertObservation(

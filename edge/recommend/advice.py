@@ -16,7 +16,10 @@ How a dose is proposed (each step's numbers are kept in :attr:`Advice.numbers`):
    never more than the 60-min prediction: a rise the model only extrapolates over hours is not dosed for. A
    negative correction reduces the meal bolus, as bolus calculators do. Without a meal, a correction bolus gives
    :data:`CORRECTION_BOLUS_FRACTION` of the need; the rest follows as a high temp (step 6) only if the coming
-   readings still call for it.
+   readings still call for it. Meal insulin withheld at a recent meal because glucose was low
+   (``HubSnapshot.withheld_meal_bolus_u``, :mod:`edge.recommend.withheld_meal`) is meal insulin for carbs already
+   eaten: it is added to the meal part and replaces a correction (both would dose the same rise); only a
+   negative correction trims it.
 4. The bolus is then reduced (bisection) until the prediction WITH the bolus stays at or above the suspend
    threshold plus a margin (Loop's guard: dose against the predicted trajectory, not the current value) from the
    time the bolus acts on. Where glucose is predicted below that floor even without the bolus (85 mg/dL before a
@@ -211,6 +214,10 @@ def recommend(
         raise ValueError(
             f"{announced_carbs_g:g} g is more than the {limits.max_meal_carbs_g:g} g a single meal may announce"
         )
+    withheld_u = snapshot.withheld_meal_bolus_u
+    if not _finite(withheld_u) or withheld_u < 0:
+        raise ValueError(f"withheld meal insulin must be a finite, non-negative number of units, not {withheld_u!r}")
+    owed_u = float(withheld_u)
     context_base = dict(
         glucose_mg_dl=snapshot.glucose_mg_dl,
         glucose_age_min=snapshot.glucose_age_min,
@@ -308,10 +315,18 @@ def recommend(
     numbers.update(isf_used_mg_dl_per_u=isf_for_basis, total_daily_insulin_u=snapshot.total_daily_insulin_u,
                    isf_tdd_mg_dl_per_u=None if isf_tdd is None else round(isf_tdd, 1))
     numbers["correction_basis_mg_dl"] = round(basis_mg_dl, 1)
+    if owed_u > 0:
+        # Those carbs are eaten and in the prediction; the meal insulin they were owed replaces a correction (both
+        # would dose the same rise), and a predicted glucose below target still trims it. A new meal adds to it.
+        meal_u, correction_u = meal_u + owed_u, min(correction_u, 0.0)
+        numbers["withheld_meal_bolus_u"] = round(owed_u, 3)
+        reasons.append(f"{owed_u:.2f} U of meal insulin withheld at the last meal (glucose was low then), "
+                       "for carbs already eaten")
     total_u = max(meal_u + correction_u, 0.0)
-    numbers.update(meal_bolus_by_ratio_u=round(meal_u, 3), correction_by_eventual_u=round(correction_u, 3))
+    numbers.update(meal_bolus_by_ratio_u=round(announced_carbs_g / cr, 3),
+                   correction_by_eventual_u=round(correction_u, 3))
     if announced_carbs_g:
-        reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {meal_u:.2f} U for the meal")
+        reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {announced_carbs_g / cr:.2f} U for the meal")
     if correction_u > 0:
         if isf_correction > isf:
             reasons.append(f"ISF {isf_correction:.1f} mg/dL/U from the last 24 h's "
@@ -321,7 +336,7 @@ def recommend(
             f"predicted {basis_mg_dl:.0f} mg/dL is above target {target:.0f}: "
             f"({basis_mg_dl:.0f} - {target:.0f}) / {isf_for_basis:.1f} = {correction_u:.2f} U"
         )
-    elif correction_u < 0 and announced_carbs_g:
+    elif correction_u < 0 and (announced_carbs_g or owed_u):
         reasons.append(f"predicted {basis_mg_dl:.0f} mg/dL is below target: {correction_u:.2f} U")
     safe_total = _largest_safe_bolus(predictor, total_u, announced_carbs_g, floor, settings.bolus_increment_u,
                                      with_meal)
@@ -335,7 +350,7 @@ def recommend(
     correction_part = round(safe_total - meal_part, 6)
 
     temp = None
-    if snapshot.pump_supports_temp_basal and not announced_carbs_g:
+    if snapshot.pump_supports_temp_basal and not announced_carbs_g and not owed_u:
         scheduled = snapshot.scheduled_basal_u_per_h
         # The stacking guard withholds a correction BOLUS this soon after a bolus; a high temp delivers it over
         # 30 min instead, within the temp-basal caps, and is re-judged at every reading.
@@ -372,8 +387,10 @@ def recommend(
     numbers["eventual_with_advice_mg_dl"] = round(with_advice.eventual_mg_dl, 1)
 
     if dose.bolus_u > 0:
-        kind = AdviceKind.MEAL_BOLUS if announced_carbs_g else AdviceKind.CORRECTION_BOLUS
-        summary = f"Bolus {dose.bolus_u:.2f} U" + (f" for {announced_carbs_g:.0f} g" if announced_carbs_g else "")
+        kind = AdviceKind.MEAL_BOLUS if announced_carbs_g or owed_u else AdviceKind.CORRECTION_BOLUS
+        meals = (([f"{announced_carbs_g:.0f} g"] if announced_carbs_g else [])
+                 + (["the meal eaten earlier"] if owed_u else []))
+        summary = f"Bolus {dose.bolus_u:.2f} U" + (" for " + " and ".join(meals) if meals else "")
         timing, eat_after_min = (_pre_bolus_timing(snapshot, predictor, dose.bolus_u, announced_carbs_g, floor)
                                  if announced_carbs_g else (None, 0.0))
         return Advice(kind, dose, summary + ".", tuple(reasons), numbers, with_meal, with_advice, timing,

@@ -20,3 +20,6 @@ class HubSnapshot:
     pump_supports_temp_basal: bool = True
     estimated_isf_mg_dl_per_u: float | None = None  # the twin's current estimate, if it has one
     total_daily_insulin_u: float | None = None  # insulin delivered over the last 24 h (pump history)
+    # Meal insulin withheld at a recent meal because glucose was low, for carbs already eaten and already in the
+    # twin, offered now (edge.recommend.withheld_meal); 0 when none is due.
+    withheld_meal_bolus_u: float = 0.0

@@ -18,6 +18,9 @@ Each decision (every 5 min):
    meal; no other advice is taken while the meal is pending). ``follow_pre_bolus_timing=False`` eats at once,
    as the peer arms' users do. Carbs the arm eats go back to the engine through
    :class:`~hardware_sim.trial.observation.ArmAction` and into the twin as carbs the hub knows about.
+4. Meal insulin withheld because glucose was low at the announcement is owed, as the live hub keeps it
+   (:mod:`edge.recommend.withheld_meal`): the recommender is asked again once glucose has recovered, within the
+   hour, and every bolus in between counts against it.
 
 The hub's :class:`~edge.therapy_settings.TherapySettings` are built from the programmed settings; values
 outside the ranges the hub accepts (four published adults have a correction factor below 10 mg/dL/U) are
@@ -35,6 +38,7 @@ import numpy as np
 from edge.recommend import AdviceKind, HubSnapshot, recommend
 from edge.recommend.prediction import HypotheticalAction
 from edge.recommend.twin_predictor import TwinPredictor
+from edge.recommend.withheld_meal import WithheldMealBolus, withheld_after_meal_advice
 from edge.safety import SafetyLimits, default_limits
 from edge.therapy_settings import THERAPY_SETTING_RANGES, TherapySettings
 from hardware_sim.trial.observation import ArmAction, ArmObservation, ArmSetup, PerSubjectArm
@@ -113,6 +117,7 @@ class _Memory:
     last_consult_min: float = -math.inf
     decisions: int = 0
     advice_kinds: dict[str, int] = field(default_factory=dict)
+    withheld_meal: WithheldMealBolus | None = None  # meal insulin withheld (glucose was low), offered later
 
 
 class GlucoTwinPolicy:
@@ -184,7 +189,7 @@ class GlucoTwinPolicy:
                                    or trajectory.eventual_mg_dl > cfg.screen_high_eventual_mg_dl)
         return mem.screen_says_act
 
-    def _snapshot(self, obs: ArmObservation) -> HubSnapshot:
+    def _snapshot(self, obs: ArmObservation, withheld_meal_bolus_u: float = 0.0) -> HubSnapshot:
         mem = self.memory
         now = obs.time_min
         cgm = obs.cgm_glucose_mg_dl[0]
@@ -209,6 +214,7 @@ class GlucoTwinPolicy:
             scheduled_basal_u_per_h=float(obs.scheduled_basal_u_per_h[0]),
             estimated_isf_mg_dl_per_u=isf if math.isfinite(isf) else None,
             total_daily_insulin_u=self._total_daily_insulin_u(obs),
+            withheld_meal_bolus_u=withheld_meal_bolus_u,
         )
 
     def _total_daily_insulin_u(self, obs: ArmObservation) -> float | None:
@@ -235,11 +241,14 @@ class GlucoTwinPolicy:
         action = ArmAction.nothing(1)
         if now < mem.meal_pending_until_min and not carbs_g:
             return action  # bolused for a meal the person starts in a few minutes: the meal is the plan
-        if not self._needs_advice(obs, glucose, carbs_g):  # never true with carbs announced
+        owed_u = 0.0
+        if mem.withheld_meal is not None:
+            owed_u = mem.withheld_meal.owed_now_u(now, glucose, self.limits.suspend_threshold_mg_dl)
+        if not owed_u and not self._needs_advice(obs, glucose, carbs_g):  # never true with carbs announced
             return action
         mem.consultations += 1
         mem.last_consult_min = now
-        snapshot = self._snapshot(obs)
+        snapshot = self._snapshot(obs, owed_u)
         advice = recommend(snapshot, self.settings, self.limits,
                            TwinPredictor(self.twin, baseline_basal_u_per_h=snapshot.scheduled_basal_u_per_h),
                            announced_carbs_g=carbs_g)
@@ -257,6 +266,11 @@ class GlucoTwinPolicy:
             mem.carbs_due.append((now + wait + self.interval_min, carbs_g))
         if wait > 0:
             mem.meal_pending_until_min = now + wait
+        if carbs_g:
+            mem.withheld_meal = withheld_after_meal_advice(carbs_g, self.settings.carb_ratio_g_per_u, bolus, now,
+                                                           already_owed_u=owed_u)
+        elif mem.withheld_meal is not None and bolus > 0:
+            mem.withheld_meal = mem.withheld_meal.after_bolus(bolus)
         if bolus > 0:
             mem.last_bolus_min = now
         if dose.temp_basal_u_per_h is not None:

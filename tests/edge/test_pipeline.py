@@ -224,3 +224,32 @@ def test_total_daily_insulin_comes_from_stored_pump_history_once_the_hub_has_a_d
     # the last 24 h: 24 h of 1 U/h basal, the 5 U bolus, and 1 h of a 3 U/h temp (2 U more)
     assert pipeline.total_daily_insulin_u(clock[0]) == pytest.approx(24.0 + 5.0 + 2.0)
     assert pipeline.snapshot().total_daily_insulin_u == pytest.approx(31.0)
+
+
+def test_meal_insulin_withheld_at_a_low_is_offered_once_glucose_has_recovered(tmp_path: Path) -> None:
+    clock = [START_MS]
+    store, _outbox, pipeline = make(tmp_path, clock)
+
+    def at(minute: int, glucose: float):
+        clock[0] = START_MS + minute * 60_000
+        return pipeline.on_reading(reading(minute, glucose))
+
+    for minute in range(0, 30, 5):
+        at(minute, 66)
+    meal = pipeline.advise(announced_carbs_g=50)
+    assert meal.dose.bolus_u == 0.0  # glucose below the suspend threshold: no insulin now
+    pipeline.on_carbs(CarbEntry(clock[0], 50))
+    offers = []
+    for minute, glucose in zip(range(30, 90, 5), (72, 80, 90, 100, 108, 116, 124, 132, 140, 148, 156, 164)):
+        advice = at(minute, glucose).advice
+        if advice is not None and "withheld_meal_bolus_u" in advice.numbers:
+            offers.append((minute, glucose, advice))
+    assert offers, "no offer of the withheld meal insulin"
+    minute, glucose, offer = offers[0]
+    assert glucose >= CONFIG.limits.suspend_threshold_mg_dl + 40  # not before glucose has recovered
+    assert offer.kind.value == "meal_bolus" and "the meal eaten earlier" in offer.summary
+    assert offer.numbers["withheld_meal_bolus_u"] == pytest.approx(5.0)
+    assert 0 < offer.dose.bolus_u <= 5.0
+    # once the person has taken it, nothing is owed any more
+    pipeline.on_insulin(InsulinEvent(clock[0], "bolus", insulin_u=5.0, pump_sequence=7))
+    assert pipeline.snapshot().withheld_meal_bolus_u == 0.0

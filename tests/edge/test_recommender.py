@@ -260,35 +260,37 @@ def test_a_negative_correction_trims_a_meal_bolus_at_the_smaller_isf() -> None:
 
 
 tdd_values = st.one_of(st.none(), st.floats(min_value=2, max_value=150))
+owed_values = st.one_of(st.just(0.0), st.floats(min_value=0, max_value=30))  # meal insulin withheld earlier
 
 
 @settings(max_examples=150, deadline=None)
-@given(glucose_values, carb_values, carb_values, iob_values, tdd_values)
+@given(glucose_values, carb_values, carb_values, iob_values, tdd_values, owed_values)
 def test_more_carbs_never_means_less_insulin(glucose: float, carbs_a: float, carbs_b: float, iob: float,
-                                              tdd: float | None) -> None:
+                                              tdd: float | None, owed: float) -> None:
     low, high = sorted((carbs_a, carbs_b))
-    more = advise(glucose, carbs=high, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u
-    assert more >= advise(glucose, carbs=low, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u - 1e-9
+    kw = dict(iob=iob, total_daily_insulin_u=tdd, withheld_meal_bolus_u=owed)
+    assert advise(glucose, carbs=high, **kw).dose.bolus_u >= advise(glucose, carbs=low, **kw).dose.bolus_u - 1e-9
 
 
 @settings(max_examples=150, deadline=None)
-@given(glucose_values, glucose_values, carb_values, iob_values, tdd_values)
+@given(glucose_values, glucose_values, carb_values, iob_values, tdd_values, owed_values)
 def test_lower_glucose_never_means_more_insulin(g_a: float, g_b: float, carbs: float, iob: float,
-                                                tdd: float | None) -> None:
+                                                tdd: float | None, owed: float) -> None:
     low, high = sorted((g_a, g_b))
-    less = advise(low, carbs=carbs, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u
-    assert less <= advise(high, carbs=carbs, iob=iob, total_daily_insulin_u=tdd).dose.bolus_u + 1e-9
+    kw = dict(carbs=carbs, iob=iob, total_daily_insulin_u=tdd, withheld_meal_bolus_u=owed)
+    assert advise(low, **kw).dose.bolus_u <= advise(high, **kw).dose.bolus_u + 1e-9
 
 
 @settings(max_examples=200, deadline=None)
 @given(glucose_values, carb_values, iob_values, st.floats(min_value=-4, max_value=4),
        st.one_of(st.none(), st.floats(min_value=0, max_value=300)), st.sampled_from(["child", "adolescent", "adult"]),
-       tdd_values)
-def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, since_bolus, group, tdd) -> None:
+       tdd_values, owed_values)
+def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, since_bolus, group, tdd,
+                                                   owed) -> None:
     limits = default_limits(group)
     carbs = min(carbs, limits.max_meal_carbs_g)
     snap = snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, minutes_since_last_bolus=since_bolus,
-                    total_daily_insulin_u=tdd)
+                    total_daily_insulin_u=tdd, withheld_meal_bolus_u=owed)
     predictor = EffectSumPredictor(glucose, iob_u=iob, trend_mg_dl_min=trend)
     advice = recommend(snap, ADULT_SETTINGS, limits, predictor, announced_carbs_g=carbs)
     context = DosingContext(
@@ -300,16 +302,16 @@ def test_every_recommendation_is_within_the_limits(glucose, carbs, iob, trend, s
 
 @settings(max_examples=200, deadline=None)
 @given(glucose_values, carb_values, iob_values, st.floats(min_value=-4, max_value=4),
-       st.sampled_from(["child", "adolescent", "adult"]), tdd_values)
+       st.sampled_from(["child", "adolescent", "adult"]), tdd_values, owed_values)
 def test_no_bolus_takes_the_prediction_below_the_floor_or_deeper_into_a_dip(glucose, carbs, iob, trend, group,
-                                                                          tdd) -> None:
+                                                                          tdd, owed) -> None:
     """From 15 min on, the prediction with the advice given stays at or above the floor (suspend threshold +
     10 mg/dL), or, where the prediction without any bolus is already below it, within 1 mg/dL of that."""
     limits = default_limits(group)
     carbs = min(carbs, limits.max_meal_carbs_g)
     predictor = EffectSumPredictor(glucose, iob_u=iob, trend_mg_dl_min=trend)
-    advice = recommend(snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, total_daily_insulin_u=tdd),
-                       ADULT_SETTINGS, limits, predictor, announced_carbs_g=carbs)
+    advice = recommend(snapshot(glucose, iob_u=iob, trend_mg_dl_min=trend, total_daily_insulin_u=tdd,
+                                withheld_meal_bolus_u=owed), ADULT_SETTINGS, limits, predictor, announced_carbs_g=carbs)
     if advice.dose.bolus_u == 0:
         return
     dose = advice.dose
