@@ -242,7 +242,7 @@ class GlucoTwinPolicy:
         if now < mem.meal_pending_until_min and not carbs_g:
             return action  # bolused for a meal the person starts in a few minutes: the meal is the plan
         owed_u = 0.0
-        if mem.withheld_meal is not None:
+        if mem.withheld_meal is not None and (carbs_g or now - mem.last_consult_min >= cfg.min_consult_interval_min):
             owed_u = mem.withheld_meal.owed_now_u(now, glucose, self.limits.suspend_threshold_mg_dl)
         if not owed_u and not self._needs_advice(obs, glucose, carbs_g):  # never true with carbs announced
             return action
