@@ -27,6 +27,7 @@ a :class:`GlycemicSummary` for one trace.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -155,8 +156,14 @@ def glycemic_metrics(glucose_mg_dl: ArrayLike, sample_interval_min: float = 5.0)
             "lbgi": lbgi,
             "hbgi": hbgi,
         }
-        metrics["gri"] = np.minimum(sum(weight * metrics[key] for key, weight in GRI_WEIGHTS.items()), GRI_MAX)
+        metrics["gri"] = glycemia_risk_index(metrics)
     return metrics
+
+
+def glycemia_risk_index(time_pct: Mapping[str, ArrayLike]) -> NDArray[np.float64]:
+    """GRI from the range percentages named in :data:`GRI_WEIGHTS` (arrays or plain numbers), capped at 100."""
+    return np.minimum(sum(weight * np.asarray(time_pct[key], dtype=float) for key, weight in GRI_WEIGHTS.items()),
+                      GRI_MAX)
 
 
 def summarize_glucose(glucose_mg_dl: ArrayLike, sample_interval_min: float = 5.0) -> GlycemicSummary:

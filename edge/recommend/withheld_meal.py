@@ -14,8 +14,8 @@ carbs already eaten (``HubSnapshot.withheld_meal_bolus_u``); its prediction alre
 usual checks (the bolus may not take the prediction below the floor, the hard limits) bound it. Any bolus given
 in between counts against what is owed; a meal announced meanwhile adds its own insulin to what is due.
 
-Measured in silico (``glucotwin trial --arms glucotwin --days 3 --seeds 1,2,3 --scenario challenging``, 30 x 3
-rows), see the README's safety section for the figures.
+Measured in silico (``glucotwin trial --arms glucotwin --cohort all --days 14 --seeds S --scenario challenging``,
+seeds 1-3): the README's safety section gives the figures.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.glycemic_metrics import GRI_MAX, GRI_WEIGHTS
+from models.glycemic_metrics import GRI_WEIGHTS, glycemia_risk_index
 
 GROUPS: tuple[str, ...] = ("adult", "adolescent", "child")
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -72,7 +72,7 @@ def _value(row: dict[str, Any], metric: str) -> float:
     if metric == "time_out_of_range_pct":
         return 100.0 - float(row["time_in_range_70_180_pct"])
     if metric == "gri" and row.get("gri") is None and all(row.get(k) is not None for k in GRI_WEIGHTS):
-        return min(sum(weight * float(row[key]) for key, weight in GRI_WEIGHTS.items()), GRI_MAX)  # older files
+        return float(glycemia_risk_index(row))  # a file written before GRI was reported
     value = row.get(metric)
     return math.nan if value is None else float(value)
 
