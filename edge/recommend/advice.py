@@ -214,10 +214,9 @@ def recommend(
         raise ValueError(
             f"{announced_carbs_g:g} g is more than the {limits.max_meal_carbs_g:g} g a single meal may announce"
         )
-    withheld_u = snapshot.withheld_meal_bolus_u
-    if not _finite(withheld_u) or withheld_u < 0:
-        raise ValueError(f"withheld meal insulin must be a finite, non-negative number of units, not {withheld_u!r}")
-    owed_u = float(withheld_u)
+    owed_u = snapshot.withheld_meal_bolus_u
+    if not _finite(owed_u) or owed_u < 0:
+        raise ValueError(f"withheld meal insulin must be a finite, non-negative number of units, not {owed_u!r}")
     context_base = dict(
         glucose_mg_dl=snapshot.glucose_mg_dl,
         glucose_age_min=snapshot.glucose_age_min,
@@ -301,7 +300,7 @@ def recommend(
         return _no_dose_advice(dose, reasons, numbers, no_action)
 
     # Bolus arithmetic.
-    meal_u = announced_carbs_g / cr
+    by_ratio_u = announced_carbs_g / cr
     # Dose against the eventual glucose (it includes all insulin on board), but never chase a rise the model only
     # extrapolates beyond an hour: the correction basis is the lower of the eventual and the 60-min prediction.
     near_mg_dl = _value_at(no_action, CORRECTION_NEAR_MIN)
@@ -318,15 +317,15 @@ def recommend(
     if owed_u > 0:
         # Those carbs are eaten and in the prediction; the meal insulin they were owed replaces a correction (both
         # would dose the same rise), and a predicted glucose below target still trims it. A new meal adds to it.
-        meal_u, correction_u = meal_u + owed_u, min(correction_u, 0.0)
+        correction_u = min(correction_u, 0.0)
         numbers["withheld_meal_bolus_u"] = round(owed_u, 3)
         reasons.append(f"{owed_u:.2f} U of meal insulin withheld at the last meal (glucose was low then), "
                        "for carbs already eaten")
+    meal_u = by_ratio_u + owed_u
     total_u = max(meal_u + correction_u, 0.0)
-    numbers.update(meal_bolus_by_ratio_u=round(announced_carbs_g / cr, 3),
-                   correction_by_eventual_u=round(correction_u, 3))
+    numbers.update(meal_bolus_by_ratio_u=round(by_ratio_u, 3), correction_by_eventual_u=round(correction_u, 3))
     if announced_carbs_g:
-        reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {announced_carbs_g / cr:.2f} U for the meal")
+        reasons.append(f"{announced_carbs_g:.0f} g / {cr:g} g/U = {by_ratio_u:.2f} U for the meal")
     if correction_u > 0:
         if isf_correction > isf:
             reasons.append(f"ISF {isf_correction:.1f} mg/dL/U from the last 24 h's "
